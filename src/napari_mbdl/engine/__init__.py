@@ -1,0 +1,25 @@
+"""The one streaming engine every capability runs through (no Qt, no napari, torch only on demand).
+
+See :func:`run_blocks` (map a block operation over tiles, into memory or OME-Zarr, resumable,
+cancellable, optionally on a dask.distributed cluster) and :func:`reduce_blocks` (stream a sum).
+"""
+
+from napari_mbdl.engine.progress import CancelToken, Progress, run_steps
+from napari_mbdl.engine.run import Operation, RunResult, forget_built_functions, reduce_blocks, run_blocks
+from napari_mbdl.errors import DeviceMemoryError, InputError, MBDLError, OutputExistsError, RunCancelled
+
+__all__ = [
+    "CancelToken",
+    "DeviceMemoryError",
+    "InputError",
+    "MBDLError",
+    "Operation",
+    "OutputExistsError",
+    "Progress",
+    "RunCancelled",
+    "RunResult",
+    "forget_built_functions",
+    "reduce_blocks",
+    "run_blocks",
+    "run_steps",
+]

@@ -1,0 +1,339 @@
+"""Self-supervised training of the unfolded separator on the painting itself (patch-based).
+
+numpy-only helpers (normalisation, grey-level mapping) are at the top; torch is imported inside
+the functions that need it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_mbdl.engine import InputError, Progress
+
+
+@dataclass(frozen=True)
+class SeparationConfig:
+    """Settings of the network and of its self-supervised training.
+
+    Attributes
+    ----------
+    iterations : int
+        Training iterations (Adam steps on a batch of patches).
+    max_minutes : float or None
+        Stop training after this wall time even if iterations remain.
+    n_layers, n_atoms, kernel_size : int
+        Unfolded iterations, dictionary atoms, convolution size.
+    patch_size, batch_size : int
+        Training patches (square) per Adam step.
+    learning_rate : float
+        Adam step size.
+    weight_rgb, weight_exclusion, weight_sparsity : float
+        Weights of the RGB-consistency, exclusion and sparsity losses (re-synthesis has weight 1).
+    preview_every : int
+        Evaluate, keep the best state and send a preview every this many iterations.
+    seed : int
+        Seed of the initialisation and of the patch sampling.
+    """
+
+    iterations: int = 300
+    max_minutes: float | None = None
+    n_layers: int = 4
+    n_atoms: int = 16
+    kernel_size: int = 5
+    patch_size: int = 48
+    batch_size: int = 4
+    learning_rate: float = 2e-3
+    weight_rgb: float = 1.0
+    weight_exclusion: float = 0.02
+    weight_sparsity: float = 1e-4
+    preview_every: int = 25
+    seed: int = 0
+
+    @property
+    def halo(self) -> int:
+        from napari_mbdl.xray_separation.model import UnfoldedSeparator
+
+        return UnfoldedSeparator.receptive_radius(self.n_layers, self.kernel_size)
+
+
+@dataclass
+class Normalisation:
+    """Maps the mixture to about [0, 1] and back; holds the fitted grey-level mappings."""
+
+    low: float
+    high: float
+    mapping1: np.ndarray  # (4,) intercept + RGB weights (normalised units)
+    mapping2: np.ndarray | None = None
+
+    @property
+    def span(self) -> float:
+        return self.high - self.low
+
+
+@dataclass
+class TrainedSeparator:
+    """What full-image inference needs: picklable numpy weights and the normalisation."""
+
+    config: SeparationConfig
+    two_sided: bool
+    state: dict[str, np.ndarray]
+    normalisation: Normalisation
+    side2_offset: float = 0.0  # added to side 2 (taken from side 1), normalised units
+    history: list[dict[str, float]] = field(default_factory=list)
+    iterations_done: int = 0
+    stopped_early: bool = False
+
+
+def _subsample(array, step: int) -> np.ndarray:
+    return np.asarray(array[::step, ::step], dtype=np.float64)
+
+
+def fit_normalisation(mixed, rgb1, rgb2=None, max_pixels: int = 1_000_000) -> Normalisation:
+    """Robust intensity range of the mixture and least-squares grey mappings of the photographs.
+
+    The mixture is fitted as ``a + b . rgb1`` (one side) or ``a + b . rgb1 + c . rgb2`` (two sides)
+    on a regular subsample of pixels.  The constant goes to side 1, and side 2's darkest 1% is put
+    at zero (the mixture fixes only the sum of the sides, so some convention is needed).
+    """
+    height, width = mixed.shape
+    step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+    x = _subsample(mixed, step)
+    low, high = np.percentile(x, [0.5, 99.5])
+    if not high > low:
+        raise InputError("the mixed X-ray image is constant; there is nothing to separate")
+    xn = ((x - low) / (high - low)).ravel()
+    columns = [np.ones_like(xn)]
+    sides = [rgb1] if rgb2 is None else [rgb1, rgb2]
+    for rgb in sides:
+        sub = _subsample(rgb, step).reshape(-1, 3)
+        columns.extend(sub.T)
+    design = np.stack(columns, axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, xn, rcond=None)
+    mapping1 = coefficients[:4].astype(np.float64)
+    mapping2 = None
+    if rgb2 is None:
+        side2 = xn - design[:, :4] @ mapping1
+    else:
+        mapping2 = np.concatenate([[0.0], coefficients[4:7]])
+        side2 = design[:, 4:7] @ mapping2[1:]
+    # The mixture fixes only the sum of the sides, so a constant can be traded between them:
+    # give the common level (support, ground) to side 1 and put side 2's darkest 1% at zero.
+    floor = float(np.percentile(side2, 1.0))
+    mapping1[0] += floor
+    if mapping2 is not None:
+        mapping2[0] -= floor
+        mapping2 = mapping2.astype(np.float32)
+    return Normalisation(float(low), float(high), mapping1.astype(np.float32), mapping2)
+
+
+def grey_mapping(rgb: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Apply a fitted grey-level mapping ``a + b . rgb`` to an (..., 3) array."""
+    return (mapping[0] + np.asarray(rgb, dtype=np.float32) @ mapping[1:]).astype(np.float32)
+
+
+def prepare_tensors(mixed, rgb1, rgb2, normalisation: Normalisation, device: str):
+    """numpy (B, H, W) / (B, H, W, 3) blocks -> the network's input tensors on ``device``."""
+    import torch
+
+    x = (np.asarray(mixed, dtype=np.float32) - normalisation.low) / normalisation.span
+    rgb1 = np.asarray(rgb1, dtype=np.float32)
+    tensors = {
+        "x": torch.from_numpy(x[:, None]).to(device),
+        "rgb1": torch.from_numpy(np.ascontiguousarray(rgb1.transpose(0, 3, 1, 2))).to(device),
+        "linear1": torch.from_numpy(grey_mapping(rgb1, normalisation.mapping1)[:, None]).to(device),
+    }
+    if rgb2 is not None:
+        rgb2 = np.asarray(rgb2, dtype=np.float32)
+        tensors["rgb2"] = torch.from_numpy(np.ascontiguousarray(rgb2.transpose(0, 3, 1, 2))).to(device)
+        tensors["linear2"] = torch.from_numpy(grey_mapping(rgb2, normalisation.mapping2)[:, None]).to(device)
+    return tensors
+
+
+def build_model(config: SeparationConfig, two_sided: bool):
+    from napari_mbdl.xray_separation.model import UnfoldedSeparator
+
+    return UnfoldedSeparator(config.n_layers, config.n_atoms, config.kernel_size, two_sided)
+
+
+def _read_patches(arrays, corners, size):
+    """Stack patches (numpy) from array-likes (numpy, dask, zarr) at the given corners."""
+    out = []
+    for array in arrays:
+        if array is None:
+            out.append(None)
+            continue
+        out.append(np.stack([np.asarray(array[r : r + size[0], c : c + size[1]], dtype=np.float32)
+                             for r, c in corners]))
+    return out
+
+
+def train_separator_steps(
+    mixed,
+    rgb1,
+    rgb2=None,
+    config: SeparationConfig = SeparationConfig(),
+    device: str = "cpu",
+    cancel=None,
+    preview_shape: tuple[int, int] = (256, 256),
+) -> Generator[Progress, None, TrainedSeparator]:
+    """Train the separator on patches of this painting; yields Progress (with previews).
+
+    Cancelling (``cancel.cancelled``) stops training and returns the best state so far.  The best
+    state is the one with the lowest total loss on a fixed set of evaluation patches.
+
+    Returns
+    -------
+    TrainedSeparator
+    """
+    import torch
+
+    from napari_mbdl.xray_separation.model import separation_losses
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    two_sided = rgb2 is not None
+    normalisation = fit_normalisation(mixed, rgb1, rgb2)
+    model = build_model(config, two_sided).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(config.iterations, 1),
+                                                          eta_min=config.learning_rate * 0.1)
+    height, width = mixed.shape
+    size = (min(config.patch_size, height), min(config.patch_size, width))
+    arrays = (mixed, rgb1, rgb2)
+    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "exclusion": config.weight_exclusion,
+               "sparsity": config.weight_sparsity}
+    # borders of patches see zero padding that the whole image does not: leave them out of the loss
+    border = min(4, size[0] // 8, size[1] // 8)
+
+    def random_corners(n):
+        return list(zip(rng.integers(0, height - size[0] + 1, n), rng.integers(0, width - size[1] + 1, n)))
+
+    def total_loss(batch_arrays):
+        t = prepare_tensors(*batch_arrays, normalisation, device)
+        x1, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+        parts = separation_losses(model, t["x"], x1, x2, border=border)
+        return sum(weights[k] * v for k, v in parts.items()), parts
+
+    evaluation = _read_patches(arrays, random_corners(max(4, config.batch_size)), size)
+    # the preview: a centred crop of the painting, at most preview_shape
+    ph, pw = min(preview_shape[0], height), min(preview_shape[1], width)
+    top, left = (height - ph) // 2, (width - pw) // 2
+    preview_arrays = _read_patches(arrays, [(top, left)], (ph, pw))
+
+    def evaluate():
+        model.eval()
+        with torch.no_grad():
+            loss, parts = total_loss(evaluation)
+        model.train()
+        return float(loss), {k: float(v) for k, v in parts.items()}
+
+    def preview():
+        model.eval()
+        with torch.no_grad():
+            t = prepare_tensors(*preview_arrays, normalisation, device)
+            x1, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+        model.train()
+        scale = normalisation.span
+        return {"side1": x1[0, 0].cpu().numpy() * scale, "side2": x2[0, 0].cpu().numpy() * scale,
+                "origin": (top, left)}
+
+    best_loss, parts = evaluate()
+    best_state = copy.deepcopy(model.state_dict())
+    history = [{"iteration": 0, "loss": best_loss, **parts}]
+    start = time.monotonic()
+    stopped_early = False
+    done = 0
+    yield Progress("training", 0, config.iterations, "starting from the grey-level mapping", preview())
+    for iteration in range(1, config.iterations + 1):
+        if cancel is not None and cancel.cancelled:
+            stopped_early = True
+            break
+        if config.max_minutes is not None and time.monotonic() - start > 60.0 * config.max_minutes:
+            stopped_early = True
+            break
+        batch = _read_patches(arrays, random_corners(config.batch_size), size)
+        # random flips: the model should not depend on orientation (and it enlarges a small painting)
+        if rng.random() < 0.5:
+            batch = [None if b is None else b[:, :, ::-1].copy() for b in batch]
+        if rng.random() < 0.5:
+            batch = [None if b is None else b[:, ::-1].copy() for b in batch]
+        loss, _ = total_loss(batch)
+        if not torch.isfinite(loss):
+            raise InputError("training diverged (non-finite loss); lower the learning rate")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        done = iteration
+        last = iteration == config.iterations
+        if iteration % max(config.preview_every, 1) == 0 or last:
+            value, parts = evaluate()
+            history.append({"iteration": iteration, "loss": value, **parts})
+            if value < best_loss:
+                best_loss, best_state = value, copy.deepcopy(model.state_dict())
+            model_preview = preview()
+            yield Progress("training", iteration, config.iterations,
+                           f"loss {value:.5f} (best {best_loss:.5f})", model_preview)
+        elif iteration % 5 == 0:
+            yield Progress("training", iteration, config.iterations, f"loss {float(loss.detach()):.5f}")
+    model.load_state_dict(best_state)
+    state = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
+    trained = TrainedSeparator(config, two_sided, state, normalisation, history=history,
+                               iterations_done=done, stopped_early=stopped_early)
+    trained.side2_offset = _side2_offset(model, evaluation, normalisation, device, border)
+    return trained
+
+
+def _side2_offset(model, evaluation, normalisation, device, border) -> float:
+    """Constant to move from side 1 to side 2 (normalised units), measured on evaluation patches.
+
+    The mixture fixes only the *sum* of the two sides, so a constant can be traded between them
+    (and training may drift one).  The convention gives the common level (support, ground) to
+    side 1 and puts side 2's darkest 1% at zero.  With a photograph of side 2, side 2's level is
+    that of its fitted grey-level rendering, which already follows the convention (see
+    :func:`fit_normalisation`), so side 1's mean is put back at its rendering's mean; without one,
+    the convention is applied to the network's side 2 directly.
+    """
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        t = prepare_tensors(*evaluation, normalisation, device)
+        x1, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+    inner = (Ellipsis, slice(border, x1.shape[-2] - border), slice(border, x1.shape[-1] - border))
+    if model.two_sided:
+        return float((x1[inner] - t["linear1"][inner]).mean())
+    return float(-np.percentile(x2[inner].cpu().numpy(), 1.0))
+
+
+def load_model(trained: TrainedSeparator, device: str):
+    """Rebuild the torch model of a TrainedSeparator on ``device`` (for inference)."""
+    import torch
+
+    model = build_model(trained.config, trained.two_sided)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in trained.state.items()})
+    return model.to(device).eval()
+
+
+def separate_block(trained: TrainedSeparator, model, device, mixed, rgb1, rgb2=None) -> np.ndarray:
+    """Separate a batch of blocks: returns (B, H, W, 3) = side 1, side 2, re-synthesis error.
+
+    All in the mixture's units; side 1 + side 2 + error = mixture.
+    """
+    import torch
+
+    norm = trained.normalisation
+    with torch.no_grad():
+        t = prepare_tensors(mixed, rgb1, rgb2, norm, device)
+        x1, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+        x1 = x1 - trained.side2_offset
+        x2 = x2 + trained.side2_offset
+    side1 = x1[:, 0].cpu().numpy() * norm.span + norm.low
+    side2 = x2[:, 0].cpu().numpy() * norm.span
+    error = np.asarray(mixed, dtype=np.float32) - side1 - side2
+    return np.stack([side1, side2, error], axis=-1).astype(np.float32)

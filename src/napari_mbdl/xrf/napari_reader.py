@@ -1,0 +1,35 @@
+"""npe2 reader for XRF cubes: Lispix .rpl/.raw and HDF5 (PyXRF / XRF-Maps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def get_reader(path):
+    """Return :func:`read_xrf` for .rpl/.raw/.h5/.hdf5 paths, else None."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    from napari_mbdl.xrf.io import XRF_SUFFIXES
+
+    if Path(str(path)).suffix.lower() not in XRF_SUFFIXES:
+        return None
+    return read_xrf
+
+
+def read_xrf(path):
+    """Open the cube lazily as an (energy, y, x) image layer with its calibration in the metadata."""
+    from napari.utils.notifications import show_error
+
+    from napari_mbdl.engine.errors import MBDLError
+    from napari_mbdl.xrf.io import cube_layer, read_cube
+
+    if isinstance(path, list):
+        path = path[0]
+    try:
+        labeled = read_cube(path)
+    except MBDLError as error:
+        show_error(f"napari-mbdl could not open {Path(path).name}: {error}")
+        return []
+    return [cube_layer(labeled)]

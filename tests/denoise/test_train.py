@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_mbdl.denoise.nets import PRESETS, InvertibleDenoiser
+from napari_mbdl.denoise.train import load_checkpoint, train_steps
+from napari_mbdl.denoise.trainer import train_denoiser_steps
+from napari_mbdl.denoise.weights import load_weights
+from napari_mbdl.engine import InputError, run_steps
+
+SMALL = {**PRESETS["linn"], "channels": 8, "steps": 1}
+
+
+def _images():
+    rng = np.random.default_rng(0)
+    return [rng.random((24, 24)).astype(np.float32) for _ in range(3)]
+
+
+def test_resumed_training_equals_uninterrupted(tmp_path):
+    torch.manual_seed(0)
+    a = InvertibleDenoiser(**SMALL)
+    b = InvertibleDenoiser(**SMALL)
+    b.load_state_dict(a.state_dict())
+    run_steps(train_steps(a, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3))
+    ckpt = tmp_path / "c.pt"
+    gen = train_steps(b, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3, checkpoint=ckpt,
+                      checkpoint_every=1, preview_every=1)
+    next(gen), next(gen)  # two steps, then the run stops (as if killed)
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 2
+    c = InvertibleDenoiser(**SMALL)
+    run_steps(train_steps(c, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3, state=state,
+                          start_step=2))
+    for (name, pa), pc in zip(a.state_dict().items(), c.state_dict().values()):
+        assert torch.allclose(pa, pc, atol=1e-6), name
+
+
+def test_training_reports_finite_losses():
+    torch.manual_seed(0)
+    net = InvertibleDenoiser(**SMALL)
+    events = []
+    run_steps(train_steps(net, _images(), sigma=25.0, steps=20, batch=4, patch=16, seed=0, preview_every=1),
+              on_progress=events.append)
+    losses = [e.preview["loss"] for e in events if e.preview]
+    assert len(losses) == 20 and np.isfinite(losses).all()
+
+
+def test_fine_tune_user_images_writes_loadable_weights(tmp_path):
+    rng = np.random.default_rng(0)
+    clean = (rng.random((2, 32, 32)) * 255).astype(np.uint8)
+    out = tmp_path / "mine.safetensors"
+    result = run_steps(train_denoiser_steps(clean, model="linn", init=None, sigma=20.0, steps=3, batch=2,
+                                            patch=16, out=out))
+    assert result["path"] == out and result["step"] == 3
+    model, meta = load_weights(out)
+    assert meta["info"]["steps"] == 3 and meta["name"] == "linn"
+
+
+def test_trainer_bad_input(tmp_path):
+    with pytest.raises(InputError):
+        run_steps(train_denoiser_steps(np.zeros((8, 8)), init=None, steps=1))
+    with pytest.raises(InputError):
+        run_steps(train_denoiser_steps(np.zeros((32, 32)), init=None, sigma=500, steps=1))
+    with pytest.raises(InputError):
+        run_steps(train_denoiser_steps(np.zeros((32, 32)), noisy=np.zeros((30, 30)), init=None, steps=1))
+    with pytest.raises(InputError):
+        run_steps(train_denoiser_steps(np.zeros((32, 32)), init=tmp_path / "none.safetensors", steps=1))

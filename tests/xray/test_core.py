@@ -1,0 +1,153 @@
+import numpy as np
+import pytest
+
+from napari_mbdl.engine import CancelToken, InputError, run_steps
+from napari_mbdl.xray_separation.training import SeparationConfig
+
+FAST = SeparationConfig(iterations=3, n_layers=2, n_atoms=4, patch_size=32, batch_size=2, preview_every=2)
+
+
+def test_panel_is_a_sum_of_two_different_sides(panel):
+    assert panel.mixed.shape == (64, 64) and panel.rgb1.shape == (64, 64, 3)
+    assert np.abs(panel.mixed - panel.xray1 - panel.xray2).max() < 0.02  # only detector noise
+    assert np.corrcoef(panel.xray1.ravel(), panel.xray2.ravel())[0, 1] < 0.5
+    for side in (panel.xray1, panel.xray2):
+        assert abs(np.percentile(side, 1)) < 1e-3 and side.max() == pytest.approx(0.5)
+
+
+def test_exclusion_loss_prefers_the_true_split_and_vanishes_without_shared_edges(panel):
+    import torch
+
+    from napari_mbdl.xray_separation.model import gradient_exclusion
+    from napari_mbdl.xray_separation.training import fit_normalisation, grey_mapping
+
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None]  # noqa: E731
+    norm = fit_normalisation(panel.mixed, panel.rgb1)
+    side1 = grey_mapping(panel.rgb1, norm.mapping1) * norm.span + norm.low
+    truth = float(gradient_exclusion(t(panel.xray1), t(panel.xray2)))
+    baseline = float(gradient_exclusion(t(side1), t(panel.mixed - side1)))
+    assert truth < baseline
+    assert float(gradient_exclusion(t(panel.mixed), t(np.zeros_like(panel.mixed)))) == 0.0
+
+
+def test_grey_mapping_puts_the_darkest_percent_of_side_2_at_zero(panel):
+    from napari_mbdl.xray_separation.training import fit_normalisation, grey_mapping
+
+    norm = fit_normalisation(panel.mixed, panel.rgb1)
+    side1 = grey_mapping(panel.rgb1, norm.mapping1) * norm.span + norm.low
+    assert abs(np.percentile(panel.mixed - side1, 1.0)) < 1e-3
+    both = fit_normalisation(panel.mixed, panel.rgb1, panel.rgb2)
+    assert abs(np.percentile(grey_mapping(panel.rgb2, both.mapping2), 1.0)) < 1e-3
+
+
+def test_halo_covers_the_receptive_field():
+    import torch
+
+    from napari_mbdl.xray_separation.model import UnfoldedSeparator
+
+    torch.manual_seed(0)
+    model = UnfoldedSeparator(n_layers=2, n_atoms=4, kernel_size=5).eval()
+    for p in model.parameters():  # make every path active
+        p.data.add_(0.05 * torch.randn_like(p))
+    size, centre = 96, 48
+    x = torch.rand(1, 1, size, size)
+    rgb = torch.rand(1, 3, size, size)
+    lin = rgb.mean(1, keepdim=True)
+    base = model(x, rgb, lin)[0]
+    bumped = x.clone()
+    bumped[..., centre, centre] += 1.0
+    changed = (model(bumped, rgb, lin)[0] - base).abs()[0, 0] > 1e-7
+    rows, cols = np.nonzero(changed.numpy())
+    reach = max(np.abs(rows - centre).max(), np.abs(cols - centre).max())
+    assert 0 < reach <= UnfoldedSeparator.receptive_radius(2, 5)
+
+
+def test_tiled_separation_equals_whole_image(panel):
+    from napari_mbdl.xray_separation.api import separate_xray
+    from napari_mbdl.xray_separation.training import load_model, separate_block
+
+    result = separate_xray(panel.mixed, panel.rgb1, config=FAST, device="cpu", tile=(32, 32))
+    assert result.run.chunks_total == 4
+    model = load_model(result.trained, "cpu")
+    whole = separate_block(result.trained, model, "cpu", panel.mixed[None], panel.rgb1[None])[0]
+    np.testing.assert_allclose(np.moveaxis(whole, -1, 0), result.stacked, atol=1e-5)
+    # the three outputs add up to the mixture exactly
+    np.testing.assert_allclose(result.side1 + result.side2 + result.error, panel.mixed, atol=1e-5)
+
+
+def test_training_lowers_the_loss_and_keeps_the_best_state(panel):
+    from napari_mbdl.xray_separation.training import train_separator_steps
+
+    config = SeparationConfig(iterations=12, n_layers=2, n_atoms=8, patch_size=32, batch_size=4, preview_every=4)
+    previews = []
+    trained = run_steps(train_separator_steps(panel.mixed, panel.rgb1, None, config),
+                        lambda e: previews.append(e.preview) if e.preview is not None else None)
+    losses = [h["loss"] for h in trained.history]
+    assert min(losses[1:]) < losses[0]
+    assert trained.iterations_done == 12 and not trained.stopped_early
+    assert len(previews) == 4 and previews[-1]["side1"].shape == (64, 64)
+
+
+def test_stop_training_separates_with_the_best_state_so_far(panel):
+    from napari_mbdl.xray_separation.api import separate_xray_steps
+
+    stop = CancelToken()
+    steps = separate_xray_steps(panel.mixed, panel.rgb1, config=FAST, device="cpu", stop_training=stop)
+    stop.cancel()
+    result = run_steps(steps)
+    assert result.trained.stopped_early and result.trained.iterations_done == 0
+    assert result.side1.shape == (64, 64)
+
+
+def test_cancel_stops_everything(panel):
+    from napari_mbdl.engine import RunCancelled
+    from napari_mbdl.xray_separation.api import separate_xray_steps
+
+    cancel = CancelToken()
+    cancel.cancel()
+    with pytest.raises(RunCancelled):
+        run_steps(separate_xray_steps(panel.mixed, panel.rgb1, config=FAST, device="cpu", cancel=cancel))
+
+
+def test_two_sided_and_integer_photographs(panel):
+    from napari_mbdl.xray_separation.api import separate_xray
+
+    as_float = separate_xray(panel.mixed, panel.rgb1, panel.rgb2, config=FAST, device="cpu")
+    rgb1_u8 = np.round(panel.rgb1 * 255).astype(np.uint8)
+    rgb2_u8 = np.round(panel.rgb2 * 255).astype(np.uint8)
+    as_u8 = separate_xray(panel.mixed, rgb1_u8, rgb2_u8, config=FAST, device="cpu")
+    assert as_float.trained.two_sided
+    np.testing.assert_allclose(as_float.side2, as_u8.side2, atol=0.02)
+
+
+def test_writes_ome_zarr_and_leaves_inputs_untouched(panel, tmp_path):
+    from napari_mbdl.io.arrays import open_array
+    from napari_mbdl.xray_separation.api import separate_xray
+
+    mixed, rgb1 = panel.mixed.copy(), panel.rgb1.copy()
+    result = separate_xray(mixed, rgb1, config=FAST, device="cpu", out=tmp_path / "sep.zarr")
+    np.testing.assert_array_equal(mixed, panel.mixed)
+    np.testing.assert_array_equal(rgb1, panel.rgb1)
+    stored = open_array(tmp_path / "sep.zarr")
+    assert stored.shape == (3, 64, 64) and stored.axes == "cyx"
+    np.testing.assert_allclose(np.asarray(stored.data), np.asarray(result.stacked))
+
+
+@pytest.mark.parametrize(
+    "mixed, rgb1, message",
+    [
+        (lambda p: p.mixed, lambda p: p.rgb1.mean(-1), "greyscale"),
+        (lambda p: p.rgb1, lambda p: p.rgb1, "must be greyscale"),
+        (lambda p: p.mixed[:60], lambda p: p.rgb1, "align it first"),
+        (lambda p: np.full((64, 64), 0.3, np.float32), lambda p: p.rgb1, "constant"),
+        (lambda p: p.mixed, lambda p: np.full((64, 64, 3), 0.5, np.float32), "constant"),
+        (lambda p: np.where(np.eye(64, dtype=bool), np.nan, p.mixed), lambda p: p.rgb1, "NaN"),
+        (lambda p: p.mixed, lambda p: np.roll(p.rgb1, (6, -5), (0, 1)), "does not line up"),
+        (lambda p: p.mixed, lambda p: p.rgb1[..., :2], "RGB"),
+    ],
+)
+def test_bad_input_is_refused_with_a_clear_message(panel, mixed, rgb1, message):
+    from napari_mbdl.xray_separation.api import separate_xray
+
+    with pytest.raises(InputError, match=message):
+        separate_xray(mixed(panel), rgb1(panel), config=FAST, device="cpu")
