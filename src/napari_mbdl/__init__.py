@@ -21,6 +21,9 @@ _PUBLIC_API = {
     "open_array": "napari_mbdl.io.arrays:open_array",
     "InputError": "napari_mbdl.errors:InputError",
     # --- denoise api ---
+    "denoise": "napari_mbdl.denoise.api:denoise",
+    "estimate_noise": "napari_mbdl.denoise.api:estimate_noise",
+    "deblur": "napari_mbdl.denoise.deblur:deblur",
     # --- lfm api ---
     "lfm_psf": "napari_mbdl.lfm.api:lfm_psf",
     "lfm_reconstruct": "napari_mbdl.lfm.api:lfm_reconstruct",

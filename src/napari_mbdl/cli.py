@@ -19,6 +19,7 @@ from napari_mbdl.errors import MBDLError, RunCancelled
 _SUBCOMMAND_MODULES = [
     "napari_mbdl.cli_core",
     # --- denoise cli ---
+    "napari_mbdl.denoise.cli",
     # --- lfm cli ---
     "napari_mbdl.lfm.cli",
     # --- fusion cli ---

@@ -16,6 +16,7 @@ from pathlib import Path
 _DEMOS = {
     "engine": "napari_mbdl.engine.demo:run_demo",
     # --- denoise demo ---
+    "denoise": "napari_mbdl.denoise.demo:run_demo",
     # --- lfm demo ---
     "lfm": "napari_mbdl.lfm.demo:run_demo",
     # --- fusion demo ---
