@@ -7,7 +7,7 @@ Prints (and writes as JSON with ``--json``), all measured in one run on one devi
 2. time per volume of the unfolded network vs RL run to the same PSNR (iterations found on the same data),
    and their ratio;
 3. a time series streamed from zarr to zarr through the engine: volumes per second and peak memory (max RSS of
-   a fresh process) for two series lengths, to show memory does not grow with the length.
+   a fresh process) for several series lengths, to show memory does not grow with the length.
 
 Sizes: default optics (20x/0.5, 15 x 15 pixels per lenslet, 5 x 5 voxels per lenslet, 9 depths over +-30 um),
 light fields of 15 x 15 lenslets (225 x 225 px) -> volumes 9 x 75 x 75.
@@ -51,13 +51,13 @@ def quality_and_speed(device: str, n_volumes: int, lenslets: int, max_rl: int) -
     import torch
 
     from napari_mbdl.lfm.operator import LFMOperator
-    from napari_mbdl.lfm.optics import LFOptics, default_cache_dir, load_or_compute_psf
+    from napari_mbdl.lfm.optics import LFOptics, compute_psf
     from napari_mbdl.lfm.simulate import simulate_sample
     from napari_mbdl.lfm.solvers import isra, richardson_lucy
     from napari_mbdl.lfm.unfolded import load_unfolded
 
     t0 = time.perf_counter()
-    psf = load_or_compute_psf(LFOptics(), default_cache_dir())
+    psf = compute_psf(LFOptics())  # computed here (not read from the cache) to time it
     psf_seconds = time.perf_counter() - t0
     H = LFMOperator(psf, device=device)
     model, _ = load_unfolded(optics=psf.optics)
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--volumes", type=int, default=6)
     parser.add_argument("--lenslets", type=int, default=15)
     parser.add_argument("--max-rl", type=int, default=300)
-    parser.add_argument("--series", default="16,64", help="time-series lengths for the streaming test")
+    parser.add_argument("--series", default="16,64,256", help="time-series lengths for the streaming test")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)

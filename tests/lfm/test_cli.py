@@ -44,3 +44,15 @@ def test_cli_bad_input_exits_2(tmp_path, small_psf, capsys):
                  str(tmp_path / "psf.zarr"), "--method", "rl", "--overwrite", "-q"])
     assert code == 2
     assert (tmp_path / "psf.zarr").exists()
+
+
+def test_cli_psf_from_olaf_config(tmp_path):
+    from napari_mbdl.lfm.optics import LFPsf
+
+    path = tmp_path / "cam.yaml"
+    path.write_text("gridType: reg\nplenoptic: 1\nM: 20\nNA: 0.5\nfm: 3000\nlensPitch: 150\npixelPitch: 21.4\n"
+                    "n: 1.33\nWaveLength: 525*1e-3\n")
+    assert main(["lfm-psf", "--olaf", str(path), "--depths=-10:10:10", str(tmp_path / "p.zarr"), "-q"]) == 0
+    psf = LFPsf.load(tmp_path / "p.zarr")
+    assert psf.optics.pixels_per_lenslet == 7 and psf.optics.depths_um == (-10.0, 0.0, 10.0)
+    assert main(["lfm-psf", "--olaf", str(tmp_path / "none.yaml"), str(tmp_path / "q.zarr"), "-q"]) == 2

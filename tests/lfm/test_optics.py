@@ -114,3 +114,23 @@ def test_psf_steps_report_every_depth(small_optics):
             break
     assert [e.done for e in events] == [1, 2, 3]
     assert result.psf.shape[0] == 3
+
+
+def test_optics_from_olaf_camera_yaml(tmp_path):
+    from napari_mbdl.lfm.optics import optics_from_olaf_config
+
+    path = tmp_path / "20x.yaml"
+    path.write_text("gridType: reg\nfocus: single\nplenoptic: 1\nuLensMask: 1\nM: 20\nNA: 0.5\nftl: 200000\n"
+                    "fm: 3000\nlensPitch: 150\npixelPitch: 6.5\nn: 1.33\nWaveLength: 525*1e-3\n"
+                    "tube2mla: 0\nmla2sensor: 0\n")
+    o = optics_from_olaf_config(path, depths_um="-30:30:7.5")
+    assert (o.magnification, o.na, o.n, o.mla_focal_um) == (20.0, 0.5, 1.33, 3000.0)
+    assert o.wavelength_um == pytest.approx(0.525)
+    assert o.pixels_per_lenslet == 23 and o.pixel_size_um == pytest.approx(150 / 23)  # 150 / 6.5 = 23.08
+    assert o.n_depths == 9
+    path.write_text("gridType: hex\nM: 20\nNA: 0.5\nfm: 3000\nlensPitch: 150\npixelPitch: 6.5\nWaveLength: 0.52\n")
+    with pytest.raises(InputError, match="hexagonal"):
+        optics_from_olaf_config(path, depths_um=(0.0,))
+    path.write_text("M: 20\nNA: 0.5\n")
+    with pytest.raises(InputError, match="missing"):
+        optics_from_olaf_config(path, depths_um=(0.0,))

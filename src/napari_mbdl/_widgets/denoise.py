@@ -22,10 +22,22 @@ def _layer_array(layer, what: str):
     return layer, data
 
 
-def _optional_path(widget) -> str | None:
-    """A FileEdit's path, or None when empty (an empty FileEdit reads as '.', never an output)."""
-    value = str(widget.value or "").strip()
-    return value if value not in ("", ".") else None
+def _optional_path(widget, suffixes: tuple[str, ...]) -> str | None:
+    """A FileEdit's path, or None when it is empty.
+
+    An empty FileEdit reads as the current folder (``.`` or its absolute path); that must never
+    become an output path, so it counts as empty, and a folder or a wrong extension is refused.
+    """
+    raw = widget.value
+    text = str(raw or "").strip()
+    if text in ("", "."):
+        return None
+    path = Path(text)
+    if path.resolve() == Path.cwd().resolve():
+        return None
+    if not text.lower().endswith(suffixes):
+        raise InputError(f"{widget.label or 'the file'} must end with {' or '.join(suffixes)}: {text}")
+    return text
 
 
 class _LayerPickers:
@@ -93,8 +105,9 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         gain = float(self.gain.value) if poisson and self.gain.value > 0 else None
         kwargs = dict(
             model=self.model.value, sigma=sigma, noise=self.noise.value, gain=gain,
-            read_noise=float(self.read_noise.value) if gain else None, weights=_optional_path(self.weights),
-            device=self.device.value, out=_optional_path(self.output), overwrite=False, cancel=cancel,
+            read_noise=float(self.read_noise.value) if gain else None,
+            weights=_optional_path(self.weights, (".safetensors",)), device=self.device.value,
+            out=_optional_path(self.output, (".zarr",)), overwrite=False, cancel=cancel,
         )
         meta = layer_metadata(layer)
         plane_index = tuple(self.viewer.dims.current_step[: data.ndim - 2]) if data.ndim > 2 else ()
@@ -272,14 +285,17 @@ class TrainDenoiserWidget(JobWidget, _LayerPickers):
         if self.noisy.value is not None:
             _, noisy = _layer_array(self.noisy.value, "noisy")
             noisy = np.asarray(noisy)
-        out = _optional_path(self.output)
+        out = _optional_path(self.output, (".safetensors",))
         if out is None:
             raise InputError("choose a file to save the trained weights to")
         if Path(out).exists():
             raise InputError(f"{out} already exists; choose a new file name (nothing is overwritten)")
-        init = {"shipped blind model": "shipped", "scratch": None}.get(self.start.value, _optional_path(self.init_file))
-        if self.start.value == "weights file" and init is None:
-            raise InputError("choose the initial weights file")
+        if self.start.value == "weights file":
+            init = _optional_path(self.init_file, (".safetensors",))
+            if init is None:
+                raise InputError("choose the initial weights file")
+        else:
+            init = "shipped" if self.start.value == "shipped blind model" else None
         if self.blind.value:
             sigma = (float(self.sigma.value), float(self.sigma_high.value))
         else:

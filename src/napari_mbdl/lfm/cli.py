@@ -16,6 +16,9 @@ def register(subparsers) -> None:
                      help="optics YAML (magnification, na, n, wavelength_um, lenslet_pitch_um, mla_focal_um, "
                           "pixel_size_um, pixels_per_lenslet, voxels_per_lenslet, depths_um, psf_lenslets); "
                           "default: the built-in 20x/0.5 optics")
+    psf.add_argument("--olaf", default=None,
+                     help="instead of --optics: an oLaF / pyolaf camera YAML (M, NA, n, WaveLength, lensPitch, ...)")
+    psf.add_argument("--depths", default="-30:30:7.5", help="with --olaf: depths in um, start:stop:step or a,b,c (write --depths=-30:30:7.5)")
     psf.add_argument("--overwrite", action="store_true")
     psf.add_argument("-q", "--quiet", action="store_true")
     psf.set_defaults(func=_psf)
@@ -39,9 +42,16 @@ def register(subparsers) -> None:
 
 def _psf(args) -> int:
     from napari_mbdl.cli import run_steps_with_bar
+    from napari_mbdl.engine import InputError
     from napari_mbdl.lfm.api import lfm_psf_steps
+    from napari_mbdl.lfm.optics import optics_from_olaf_config
 
-    psf = run_steps_with_bar(lfm_psf_steps(args.optics, out=args.out, overwrite=args.overwrite), args.quiet)
+    optics = args.optics
+    if args.olaf:
+        if args.optics:
+            raise InputError("give either --optics or --olaf, not both")
+        optics = optics_from_olaf_config(args.olaf, depths_um=args.depths)
+    psf = run_steps_with_bar(lfm_psf_steps(optics, out=args.out, overwrite=args.overwrite), args.quiet)
     o = psf.optics
     print(f"wrote {args.out}: PSF {tuple(psf.psf.shape)} for {o.n_depths} depths "
           f"({o.depths_um[0]:g}..{o.depths_um[-1]:g} um), voxel {o.voxel_size_um} um")

@@ -430,6 +430,66 @@ def load_or_compute_psf(optics: LFOptics, cache_dir: str | Path | None = None) -
     return psf
 
 
+def _olaf_number(value, key: str) -> float:
+    """A number from an oLaF/pyolaf YAML value, which may be written as a product such as ``525*1e-3``."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        result = 1.0
+        for factor in str(value).split("*"):
+            result *= float(factor.strip())
+        return result
+    except ValueError:
+        raise InputError(f"oLaF config: {key} = {value!r} is not a number") from None
+
+
+def optics_from_olaf_config(path: str | Path, depths_um, voxels_per_lenslet: int = 5, psf_lenslets: int = 7,
+                            pixels_per_lenslet: int | None = None) -> LFOptics:
+    """Optics from an oLaF / pyolaf camera YAML (keys ``M, NA, n, WaveLength, lensPitch, pixelPitch, fm, ...``).
+
+    Lengths in that file are micrometres.  Only the original LFM design (``plenoptic: 1``, regular grid) is
+    supported.  The raw pixel size is replaced by ``lensPitch / N``: frames are rectified onto ``N`` pixels per
+    lenslet (``N`` = the odd integer nearest ``lensPitch / pixelPitch`` unless given); calibrate the grid on the
+    white image of the same camera (:func:`napari_mbdl.lfm.calibration.calibrate_lenslet_grid`).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"oLaF config file not found: {path}")
+    with open(path) as handle:
+        camera = yaml.safe_load(handle)
+    if not isinstance(camera, dict):
+        raise InputError(f"{path} is not an oLaF camera configuration (expected a YAML mapping)")
+    missing = [k for k in ("M", "NA", "WaveLength", "lensPitch", "pixelPitch", "fm") if k not in camera]
+    if missing:
+        raise InputError(f"oLaF config {path.name}: missing {', '.join(missing)}")
+    if str(camera.get("gridType", "reg")).lower() != "reg":
+        raise InputError("oLaF config: only regular (square) lenslet grids are supported, not hexagonal")
+    if int(_olaf_number(camera.get("plenoptic", 1), "plenoptic")) != 1:
+        raise InputError("oLaF config: only the original LFM design (plenoptic: 1) is supported")
+    pitch = _olaf_number(camera["lensPitch"], "lensPitch")
+    wavelength = _olaf_number(camera["WaveLength"], "WaveLength")
+    if not 0.1 < wavelength < 5:
+        raise InputError(f"oLaF config: WaveLength {wavelength} does not look like micrometres (e.g. 525*1e-3)")
+    ratio = pitch / _olaf_number(camera["pixelPitch"], "pixelPitch")
+    if pixels_per_lenslet is None:
+        pixels_per_lenslet = int(round(ratio))
+        if pixels_per_lenslet % 2 == 0:
+            pixels_per_lenslet += 1 if ratio >= pixels_per_lenslet else -1
+    fm = camera["fm"]
+    if isinstance(fm, list):
+        raise InputError("oLaF config: multi-focus lenslet arrays (a list of fm) are not supported")
+    return LFOptics(
+        magnification=_olaf_number(camera["M"], "M"), na=_olaf_number(camera["NA"], "NA"),
+        n=_olaf_number(camera.get("n", 1.0), "n"), wavelength_um=wavelength, lenslet_pitch_um=pitch,
+        mla_focal_um=_olaf_number(fm, "fm"), pixel_size_um=pitch / pixels_per_lenslet,
+        pixels_per_lenslet=int(pixels_per_lenslet), voxels_per_lenslet=int(voxels_per_lenslet),
+        depths_um=parse_depths(depths_um) if isinstance(depths_um, str) else tuple(depths_um),
+        psf_lenslets=int(psf_lenslets),
+    )
+
+
 def default_cache_dir() -> Path:
     """Per-user cache folder for computed PSFs."""
     import os

@@ -138,8 +138,8 @@ def _fit_function_for(model, device):
     return make_fit_function(model)
 
 
-def _tile_for(shape, n_channels, superpixel, budget_bytes=256 * 2**20):
-    """Square tile (multiple of the superpixel) whose float32 working set fits ``budget_bytes``."""
+def _tile_for(shape, n_channels, superpixel, budget_bytes=128 * 2**20):
+    """Square tile (multiple of the superpixel) whose working set (~14 bytes per value) fits ``budget_bytes``."""
     side = int(math.sqrt(budget_bytes / (n_channels * 14.0)))
     side = max(superpixel, side // superpixel * superpixel)
     return (min(side, shape[0]), min(side, shape[1]))
@@ -184,8 +184,10 @@ def detect_steps(
     energies = calibration.energies(labeled.shape[-1])
     if energies[-1] < 1.5:
         raise InputError(f"the energy axis ends at {energies[-1]:.3g} keV; give the calibration in keV")
+    # modest tiles: the sum only needs one tile (plus the two read ahead) in memory at a time
     statistics = yield from reduce_blocks(
-        _cube_statistics, labeled, n_tiled=2, cancel=cancel, stage="sum spectrum", memory_budget=memory_budget
+        _cube_statistics, labeled, n_tiled=2, tile=_tile_for(labeled.shape[:2], labeled.shape[2], 8, 32 * 2**20),
+        cancel=cancel, stage="sum spectrum", memory_budget=memory_budget,
     )
     sum_spectrum, negative, saturated = statistics
     warnings = []
@@ -318,7 +320,7 @@ def xrf_maps_steps(
     run = yield from run_blocks(
         op, labeled, n_tiled=2, axes="yxc", tile=_tile_for((n_y, n_x), n_channels, superpixel), out=out,
         out_core_axes="c", out_core_position="first", overwrite=overwrite, device=device, scheduler=scheduler,
-        memory_budget=memory_budget, cancel=cancel, stage="elemental maps", attrs=attrs,
+        memory_budget=memory_budget, cancel=cancel, stage="elemental maps", attrs=attrs, max_batch=2,
     )
     array = run.array
     n = len(model.elements)
