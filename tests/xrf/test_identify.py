@@ -24,7 +24,7 @@ def test_wrong_calibration_is_refined_from_the_pulses(scan, sum_spectrum):
     assert abs(refined - true_energy)[lines].max() < 0.5 * scan.calibration.gain
 
 
-def test_user_choice_fixes_adds_and_excludes(scan, sum_spectrum):
+def test_a_fixed_element_list_and_an_element_outside_the_energy_range(scan, sum_spectrum):
     fixed = identify_elements(sum_spectrum, scan.calibration, scan.detector, tube_kv=50, elements="Fe,Cu",
                               refine_calibration=False)
     assert set(fixed.elements) == {"Fe", "Cu"}

@@ -70,3 +70,18 @@ def test_cli_maps_a_cube_and_rejects_bad_input(scan, tmp_path, capsys):
                  "--elements", "Xx"])
     assert code == 2
     assert not (tmp_path / "y.zarr").exists()
+
+
+def test_cli_two_line_calibration(scan, tmp_path, capsys):
+    from napari_mbdl.cli import main
+
+    np.save(tmp_path / "plain.npy", scan.cube)
+    fe, pb = (int(round(scan.calibration.channel(e))) + 2 for e in (6.404, 10.551))   # rough guesses are refined
+    code = main(["xrf-maps", str(tmp_path / "plain.npy"), str(tmp_path / "maps.zarr"), "--calibrate",
+                 f"{fe}:Fe,{pb}:Pb-La", "--elements", "Fe,Pb", "--method", "linear", "-q"])
+    assert code == 0
+    message = capsys.readouterr().err
+    gain = float(message.split("gain ")[1].split(" eV")[0]) / 1000
+    assert abs(gain / scan.calibration.gain - 1) < 0.01
+    code = main(["xrf-maps", str(tmp_path / "plain.npy"), str(tmp_path / "x.zarr"), "--calibrate", "164:Fe", "-q"])
+    assert code == 2
