@@ -111,3 +111,17 @@ def test_large_results_go_to_a_fresh_zarr_store(monkeypatch, tmp_path):
     path = _base.result_store("denoised: cells/1", 1e10)
     assert path.suffix == ".zarr" and path.parent.exists() and not path.exists()
     assert "/" not in path.name and ":" not in path.name
+
+
+def test_empty_path_fields_never_mean_the_working_folder(monkeypatch, tmp_path):
+    from magicgui.widgets import FileEdit, LineEdit
+
+    from napari_mbdl._widgets._base import optional_path
+
+    monkeypatch.chdir(tmp_path)
+    for widget in (FileEdit(mode="w"), FileEdit(mode="d"), LineEdit()):
+        widget.value = ""
+        assert optional_path(widget) is None
+    field = FileEdit(mode="w")
+    field.value = str(tmp_path / "out.zarr")
+    assert optional_path(field) == str(tmp_path / "out.zarr")

@@ -228,6 +228,25 @@ def result_store(name: str, expected_bytes: float):
     return folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}.zarr"
 
 
+def optional_path(widget) -> str | None:
+    """The text of a path field (a magicgui FileEdit or LineEdit), or None when it is empty.
+
+    An empty FileEdit reads as the current folder (``.`` or its absolute path); that must never
+    become an output (or input) path, so it counts as empty.
+    """
+    from pathlib import Path
+
+    text = str(widget.value or "").strip()
+    if text in ("", "."):
+        return None
+    try:
+        if Path(text).resolve() == Path.cwd().resolve():
+            return None
+    except OSError:
+        pass
+    return text
+
+
 def require_layer(layer, what: str):
     """The chosen layer, or an InputError saying which one is missing or empty."""
     if layer is None:

@@ -8,7 +8,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, FileEdit, LineEdit, PushButton, create_widget
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_mbdl._widgets._base import JobWidget, require_layer
+from napari_mbdl._widgets._base import JobWidget, optional_path, require_layer
 from napari_mbdl.engine.errors import InputError, MBDLError
 from napari_mbdl.engine.progress import Progress
 
@@ -158,8 +158,8 @@ class FusionWidget(JobWidget):
 
     def _operator_spec(self, light_field_shape):
         if self.psf_source.value == "PSF file":
-            path = str(self.psf_file.value or "")
-            if not path or path == ".":
+            path = optional_path(self.psf_file)
+            if path is None:
                 raise InputError("choose a PSF file (.zarr), or use the built-in sample microscope")
             psf = Path(path)
         else:
@@ -310,8 +310,8 @@ class FusionWidget(JobWidget):
         try:
             if self.activity is None:
                 raise InputError("no traces yet: run step 3 (activity) first")
-            folder = str(self.export_folder.value or "")
-            if not folder or folder == ".":
+            folder = optional_path(self.export_folder)
+            if folder is None:
                 raise InputError("choose an export folder")
             paths = export_traces(self.activity, Path(folder))
         except Exception as error:
