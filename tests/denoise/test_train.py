@@ -16,13 +16,14 @@ def _images():
     return [rng.random((24, 24)).astype(np.float32) for _ in range(3)]
 
 
-def test_resumed_training_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_resumed_training_equals_uninterrupted(tmp_path, suffix):
     torch.manual_seed(0)
     a = InvertibleDenoiser(**SMALL)
     b = InvertibleDenoiser(**SMALL)
     b.load_state_dict(a.state_dict())
     run_steps(train_steps(a, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3))
-    ckpt = tmp_path / "c.pt"
+    ckpt = tmp_path / f"c{suffix}"
     gen = train_steps(b, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3, checkpoint=ckpt,
                       checkpoint_every=1, preview_every=1)
     next(gen), next(gen)  # two steps, then the run stops (as if killed)
@@ -65,3 +66,16 @@ def test_trainer_bad_input(tmp_path):
         run_steps(train_denoiser_steps(np.zeros((32, 32)), noisy=np.zeros((30, 30)), init=None, steps=1))
     with pytest.raises(InputError):
         run_steps(train_denoiser_steps(np.zeros((32, 32)), init=tmp_path / "none.safetensors", steps=1))
+
+
+def test_shipped_resume_state_restores_the_shipped_blind_model():
+    from napari_mbdl.denoise.train import load_checkpoint
+    from napari_mbdl.denoise.weights import WEIGHTS_DIR, shipped_path
+
+    state = load_checkpoint(WEIGHTS_DIR / "resume" / "winnet_blind.safetensors")
+    model, meta = load_weights(shipped_path("winnet", None))
+    assert state["step"] == state["steps"] == meta["info"]["steps"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(state["model"][key], value), key
+    optimiser = torch.optim.Adam(model.parameters())
+    optimiser.load_state_dict(state["optimiser"])  # the Adam moments fit the model

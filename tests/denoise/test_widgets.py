@@ -98,7 +98,7 @@ def test_train_widget_fine_tunes_and_saves(make_napari_viewer_proxy, qtbot, tmp_
     widget.clean.value = viewer.layers["clean"]
     widget.model.value = "linn"
     widget.start.value = "scratch"
-    widget.steps.value = 20
+    widget.steps.value = 6
     widget.output.value = str(tmp_path / "mine.safetensors")
     widget.run(sync=True)
     assert widget.last_error is None

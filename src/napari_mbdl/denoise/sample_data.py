@@ -10,13 +10,16 @@ import numpy as np
 
 
 def clean_camera(size: int = 256) -> np.ndarray:
-    """A ``size x size`` uint8 view of scikit-image's camera image (2x subsampled around the photographer)."""
+    """scikit-image's camera image: 512x512 for ``size`` > 256, else 2x subsampled (256x256) and,
+    below 256, a ``size x size`` crop around the photographer."""
     from skimage import data
 
     img = data.camera()
     if size > 256:
         return img
-    return np.ascontiguousarray(img[40 : 40 + 2 * size : 2, 120 : 120 + 2 * size : 2])
+    half = img[::2, ::2]
+    y0, x0 = min(20, 256 - size), min(60, 256 - size)
+    return np.ascontiguousarray(half[y0 : y0 + size, x0 : x0 + size])
 
 
 def noisy_camera_array(sigma: float = 25.0, seed: int = 0, size: int = 256) -> tuple[np.ndarray, np.ndarray]:

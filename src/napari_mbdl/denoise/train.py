@@ -286,22 +286,72 @@ def evaluate_nenet(model, images: Sequence[np.ndarray], sigmas=(5, 15, 25, 50), 
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write a resumable training state: ``.pt`` (torch pickle) or ``.safetensors`` (tensors +
+    JSON metadata; small, safe to ship: the committed resume files use it)."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in state["model"].items()}
+        optim_state = {}
+        for index, entry in state["optimiser"]["state"].items():
+            optim_state[str(index)] = {}
+            for key, value in entry.items():
+                if torch.is_tensor(value) and value.ndim > 0:
+                    tensors[f"optim/{index}/{key}"] = value.detach().cpu().contiguous()
+                else:
+                    optim_state[str(index)][key] = float(value)
+        meta = {
+            "format": "napari-mbdl-denoise-checkpoint/1",
+            "param_groups": json.dumps(state["optimiser"]["param_groups"]),
+            "optim_scalars": json.dumps(optim_state),
+            "rng": json.dumps(state["rng"]),
+            "step": str(state["step"]),
+            "steps": str(state["steps"]),
+            "loss": json.dumps(state["loss"]),
+        }
+        save_file(tensors, str(tmp), metadata=meta)
+    else:
+        torch.save(state, tmp)
     tmp.replace(path)
 
 
 def load_checkpoint(path: str | Path) -> dict | None:
+    """Read a state written by :func:`save_checkpoint`; None if the file does not exist."""
     import torch
 
     path = Path(path)
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    if path.suffix != ".safetensors":
+        return torch.load(path, map_location="cpu", weights_only=False)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+        if meta.get("format") != "napari-mbdl-denoise-checkpoint/1":
+            raise InputError(f"{path.name} is not a napari-mbdl training checkpoint")
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    model = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    optim_state: dict = {}
+    for index, scalars in json.loads(meta["optim_scalars"]).items():
+        optim_state[int(index)] = {key: torch.tensor(value) for key, value in scalars.items()}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, index, name = key.split("/", 2)
+            optim_state.setdefault(int(index), {})[name] = value
+    return {
+        "model": model,
+        "optimiser": {"state": optim_state, "param_groups": json.loads(meta["param_groups"])},
+        "rng": json.loads(meta["rng"]),
+        "step": int(meta["step"]),
+        "steps": int(meta["steps"]),
+        "loss": json.loads(meta["loss"]),
+    }
 
 
 # ---------------------------------------------------------------------------------------- script

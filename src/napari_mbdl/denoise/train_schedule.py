@@ -2,7 +2,13 @@
 
 ``python -m napari_mbdl.denoise.train_schedule RUN_DIR [--only NAME ...]``
 ``python -m napari_mbdl.denoise.train_schedule RUN_DIR --ship``  (copy the finished weights into
-the package and write ``weights/MODEL_CARD.md`` and ``weights/model_card.json`` from their metadata)
+the package, write ``weights/MODEL_CARD.md`` and ``weights/model_card.json`` from their metadata,
+and the resumable states of the blind models to ``weights/resume/<stage>.safetensors``)
+
+To continue a shipped blind model's run exactly (same cosine schedule), copy its resume file to
+``RUN_DIR/ckpt/<stage>.safetensors`` and run ``python -m napari_mbdl.denoise.train --checkpoint
+RUN_DIR/ckpt/<stage>.safetensors`` with the stage's arguments; to train it further, pass the
+shipped weights as ``--init`` with a new step budget.
 
 Stages run in priority order; a stage whose weights file already exists in ``RUN_DIR/weights``
 is skipped, and an interrupted stage resumes from its checkpoint in ``RUN_DIR/ckpt``.  Copy the
@@ -48,6 +54,13 @@ def ship(run_dir: Path, notes: str = "") -> Path:
         shutil.copy2(source, WEIGHTS_DIR / source.name)
         meta = read_metadata(source)
         cards[name] = {"kind": meta["kind"], "family": meta["name"], "config": meta["config"], **meta["info"]}
+    # resumable states of the blind models (weights + Adam moments + generator), small safetensors
+    from napari_mbdl.denoise.train import load_checkpoint, save_checkpoint
+
+    for name in ("winnet_blind", "linn_blind"):
+        state = load_checkpoint(run_dir / "ckpt" / f"{name}.pt")
+        if state is not None:
+            save_checkpoint(WEIGHTS_DIR / "resume" / f"{name}.safetensors", state)
     (WEIGHTS_DIR / "model_card.json").write_text(json.dumps(cards, indent=2))
     lines = [
         "# Model card: napari-mbdl denoisers (LINN, WINNet) and NENet",

@@ -44,6 +44,7 @@ def train_denoiser_steps(
     out: str | Path | None = None,
     checkpoint: str | Path | None = None,
     cancel: CancelToken | None = None,
+    preview_every: int = 5,
 ) -> Generator[Progress, None, dict]:
     """Train (``init=None``) or fine-tune a LINN/WINNet denoiser; yields Progress (loss previews).
 
@@ -63,6 +64,8 @@ def train_denoiser_steps(
         Weights file written at the end (and when cancelled).
     checkpoint : path, optional
         Resumable checkpoint; an existing one with the same settings is resumed.
+    preview_every : int
+        Steps between progress events carrying the running loss (for the live plot).
 
     Returns
     -------
@@ -104,6 +107,7 @@ def train_denoiser_steps(
         net, clean_planes, sigma=sigma, noisy=noisy_planes, steps=int(steps), batch=int(batch), patch=patch,
         lr=float(lr), lr_final=float(lr) / 20, seed=int(seed), state=state,
         start_step=state["step"] if state else 0, checkpoint=checkpoint, cancel=cancel,
+        preview_every=int(preview_every),
     )
     path = None
     if out is not None:

@@ -49,7 +49,7 @@ class SeparationConfig:
     batch_size: int = 4
     learning_rate: float = 2e-3
     weight_rgb: float = 1.0
-    weight_exclusion: float = 0.02
+    weight_exclusion: float = 0.05
     weight_sparsity: float = 1e-4
     preview_every: int = 25
     seed: int = 0
