@@ -348,14 +348,9 @@ def compute_psf(optics: LFOptics | None = None, progress=None) -> LFPsf:
         ``psf`` of shape (Z, s, s, P*N, P*N), normalised so that the mean over voxels of the light a voxel sends
         to the sensor window is 1.
     """
-    steps = psf_steps(optics)
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(event.done, event.total)
+    from napari_mbdl.engine.progress import run_steps
+
+    return run_steps(psf_steps(optics), None if progress is None else lambda event: progress(event.done, event.total))
 
 
 def psf_steps(optics: LFOptics | None = None):

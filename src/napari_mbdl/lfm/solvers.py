@@ -16,7 +16,8 @@ from napari_mbdl.lfm.operator import LFMOperator
 _EPS = 1e-6
 
 
-def _prepare(H: LFMOperator, light_field):
+def _prepare(H: LFMOperator, light_field, nonnegative: bool = True):
+    """Light field(s) as a (B, H, W) tensor on the operator's device; checks shape and finiteness."""
     is_numpy = not isinstance(light_field, torch.Tensor)
     y = torch.as_tensor(np.asarray(light_field) if is_numpy else light_field)
     batched = y.ndim == 3
@@ -28,7 +29,7 @@ def _prepare(H: LFMOperator, light_field):
     if not torch.isfinite(y).all():
         raise InputError("light field contains NaN or infinite values")
     H.lenslet_grid(y.shape)
-    return y.clamp_min(0), batched, is_numpy
+    return (y.clamp_min(0) if nonnegative else y), batched, is_numpy
 
 
 def _flat_start(H: LFMOperator, y: torch.Tensor) -> torch.Tensor:

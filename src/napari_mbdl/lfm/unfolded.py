@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from napari_mbdl.engine.errors import InputError
 from napari_mbdl.lfm.operator import LFMOperator
+from napari_mbdl.lfm.solvers import _prepare
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "unfolded_ista_default.safetensors"
@@ -114,17 +115,7 @@ class UnfoldedISTA(torch.nn.Module):
 
     def reconstruct(self, H: LFMOperator, light_field, callback=None):
         """numpy/torch convenience: ``(H, W)`` or ``(B, H, W)`` -> volume(s), no gradients."""
-        is_numpy = not isinstance(light_field, torch.Tensor)
-        y = torch.as_tensor(np.asarray(light_field) if is_numpy else light_field)
-        batched = y.ndim == 3
-        if y.ndim == 2:
-            y = y[None]
-        elif y.ndim != 3:
-            raise InputError(f"expected a light field (H, W) or a batch (B, H, W), got shape {tuple(y.shape)}")
-        y = y.to(device=H.weight.device, dtype=H.weight.dtype)
-        if not torch.isfinite(y).all():
-            raise InputError("light field contains NaN or infinite values")
-        H.lenslet_grid(y.shape)
+        y, batched, is_numpy = _prepare(H, light_field, nonnegative=False)
         with torch.no_grad():
             x = self.to(device=H.weight.device)(H, y, callback=callback)
         x = x if batched else x[0]

@@ -31,5 +31,5 @@ def read_xrf(path):
         labeled = read_cube(path)
     except MBDLError as error:
         show_error(f"napari-mbdl could not open {Path(path).name}: {error}")
-        return []
+        return [(None,)]  # napari's "nothing to add" sentinel: the message above says why
     return [cube_layer(labeled)]
