@@ -77,9 +77,12 @@ def _psnr_table(images, sigmas, quick):
                         est = api.estimate_sigma_unit([n.astype(np.float64)])
                         estimates.append(est)
                         scores_auto.append(psnr(c, blind(x, est)[0, 0].numpy()))
-            record(f"{family.upper()} ({stem})", s, float(np.mean(scores)))
+            label = "WINNet" if family == "winnet" else "LINN"
+            kind = "dedicated" if "blind" not in stem else "blind, true sigma"
+            record(f"{label} (shipped model for sigma)", s, float(np.mean(scores)))
+            record(f"{label} [{s}: {stem}, {kind}]", s, float(np.mean(scores)))
             if not quick:
-                record(f"{family.upper()} blind + NENet sigma", s, float(np.mean(scores_auto)))
+                record(f"{label} blind + NENet sigma", s, float(np.mean(scores_auto)))
                 record("NENet |sigma error| (mean)", s, float(np.mean(np.abs(np.array(estimates) - s))))
         if have_pywt:
             record("skimage wavelet BayesShrink", s, float(np.mean([
@@ -120,7 +123,7 @@ def _speed(image, repeats):
     from napari_mbdl.denoise.weights import load_weights
 
     torch.manual_seed(0)
-    dncnn = DnCNN().eval()
+    dncnn = DnCNN().eval()  # as published (its plain convolutions gain nothing from channels-last)
     nets = {f: load_weights(api.resolve_weights(f, None))[0] for f in ("winnet", "linn")}
     x = torch.from_numpy(image)[None, None]
     mp = image.size / 1e6
@@ -208,20 +211,27 @@ def main(argv=None) -> int:
     print("\nPSNR (dB) on Set12, fixed noise seeds")
     print(f"{'method':44s}" + "".join(f"{'sigma ' + str(s):>11s}" for s in sigmas))
     for name, row in methods.items():
-        fmt = "{:11.2f}" if "error" not in name else "{:11.2f}"
-        print(f"{name:44s}" + "".join(fmt.format(row[s]) for s in sigmas))
+        if "[" in name:
+            continue  # per-sigma file names, listed below the table
+        print(f"{name:44s}" + "".join(f"{row[s]:11.2f}" if s in row else f"{'-':>11s}" for s in sigmas))
     for name, row in ANCHORS.items():
         print(f"{name + ' [anchor, not run]':44s}" + "".join(f"{v:11.2f}" for v in row))
+    print("  shipped model used per sigma: " + "; ".join(name.split("[", 1)[1].rstrip("]")
+                                                      for name in methods if "[" in name))
     for note in notes:
         print(f"  note: {note}")
 
-    speed_image = images[[i for i, im in enumerate(images) if im.shape == (512, 512)][0]]
-    per_mp, api_per_mp = _speed(speed_image, args.repeats)
-    print(f"\nCPU speed, 512x512 image, {args.threads} thread(s), median of {args.repeats} interleaved runs")
-    for name, value in per_mp.items():
-        print(f"  {name:10s} {value:8.2f} s/MP   ratio to DnCNN-17: {value / per_mp['DnCNN-17']:.2f}")
-    print(f"  WINNet through napari_mbdl.denoise() (engine, halo tiling): {api_per_mp:.2f} s/MP "
-          f"(ratio {api_per_mp / per_mp['DnCNN-17']:.2f})")
+    speed = {}
+    for shape in ((256, 256), (512, 512)):
+        speed_image = images[[i for i, im in enumerate(images) if im.shape == shape][0]]
+        per_mp, api_per_mp = _speed(speed_image, args.repeats)
+        speed[f"{shape[0]}x{shape[1]}"] = {"networks": per_mp, "api": api_per_mp}
+        print(f"\nCPU speed, {shape[0]}x{shape[1]} Set12 image, {args.threads} thread(s), median of "
+              f"{args.repeats} interleaved runs")
+        for name, value in per_mp.items():
+            print(f"  {name:10s} {value:8.2f} s/MP   ratio to DnCNN-17: {value / per_mp['DnCNN-17']:.2f}")
+        print(f"  WINNet through napari_mbdl.denoise() (engine, halo tiling): {api_per_mp:.2f} s/MP "
+              f"(ratio {api_per_mp / per_mp['DnCNN-17']:.2f})")
 
     print("\nInvertibility ||F^-1(F(x)) - x|| / ||x|| (float32, a Set12 image) and parameters")
     x = torch.from_numpy(images[0])[None, None]
@@ -251,7 +261,7 @@ def main(argv=None) -> int:
 
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "psnr": methods, "anchors": ANCHORS, "cpu_s_per_mp": per_mp, "api_s_per_mp": api_per_mp,
+            "psnr": methods, "anchors": ANCHORS, "cpu_s_per_mp": speed,
             "invertibility": inv, "gpu": gpu, "threads": args.threads, "notes": notes,
         }, indent=2))
     return 0

@@ -379,13 +379,23 @@ class InvertibleDenoiser(nn.Module):
             c = self.transforms[lvl].inverse(c, coeffs[lvl][1], sigma)
         return c
 
+    def for_inference(self) -> "InvertibleDenoiser":
+        """Eval mode with the channels-last memory layout: the same results (to rounding), about
+        twice as fast on a CPU because the depthwise convolutions then take oneDNN's fast path."""
+        self.eval()
+        self.to(memory_format=torch.channels_last)
+        self._channels_last = True
+        return self
+
     def forward(self, x, sigma, return_bands: bool = False):
+        if getattr(self, "_channels_last", False):
+            x = x.contiguous(memory_format=torch.channels_last)
         sigma = self._sigma(sigma, x)
         coeffs = self.transform(x, sigma)
         cleaned = [(c, dn(d, sigma)) for (c, d), dn in zip(coeffs, self.detail_denoisers)]
-        out = self.inverse_transform(cleaned, sigma)
+        out = self.inverse_transform(cleaned, sigma).contiguous()
         if return_bands:
-            return out, [d for _, d in coeffs], [d for _, d in cleaned]
+            return out, [d.contiguous() for _, d in coeffs], [d.contiguous() for _, d in cleaned]
         return out
 
     def regulariser(self):

@@ -100,5 +100,5 @@ def load_weights(path: str | Path, expect_kind: str = "denoiser"):
         model.load_state_dict(load_file(str(path)), strict=True)
     except (RuntimeError, TypeError, ValueError) as error:
         raise InputError(f"{Path(path).name} does not match its declared architecture: {error}") from None
-    model.eval()
+    model = model.for_inference() if expect_kind == "denoiser" else model.eval()
     return model, meta
