@@ -27,16 +27,21 @@ OUTPUT_SUFFIXES = (".zarr", ".tif", ".tiff")
 
 
 def as_optics(optics) -> LFOptics:
-    """``LFOptics`` from an instance, a mapping, a YAML path, or None (the default optics)."""
+    """``LFOptics`` from an instance, a mapping, a YAML path, a napari-LF ``.lfc`` calibration file, or None
+    (the default optics)."""
     if optics is None:
         return LFOptics()
     if isinstance(optics, LFOptics):
         return optics
     if isinstance(optics, dict):
         return LFOptics.from_dict(optics)
+    if isinstance(optics, (str, Path)) and Path(optics).suffix.lower() == ".lfc":
+        from napari_mbdl.lfm.lfc import optics_from_lfc
+
+        return optics_from_lfc(optics)
     if isinstance(optics, (str, Path)):
         return LFOptics.from_yaml(optics)
-    raise InputError(f"optics must be LFOptics, a mapping or a YAML file, not {type(optics).__name__}")
+    raise InputError(f"optics must be LFOptics, a mapping, a YAML or .lfc file, not {type(optics).__name__}")
 
 
 def as_psf(psf) -> LFPsf:
@@ -46,8 +51,8 @@ def as_psf(psf) -> LFPsf:
     if isinstance(psf, LFPsf):
         psf.check()
         return psf
-    if isinstance(psf, (str, Path)) and Path(psf).suffix.lower() in (".yaml", ".yml"):
-        return load_or_compute_psf(LFOptics.from_yaml(psf), default_cache_dir())
+    if isinstance(psf, (str, Path)) and Path(psf).suffix.lower() in (".yaml", ".yml", ".lfc"):
+        return load_or_compute_psf(as_optics(psf), default_cache_dir())
     if isinstance(psf, (str, Path)):
         return LFPsf.load(psf)
     if isinstance(psf, (LFOptics, dict)):

@@ -14,11 +14,13 @@ def register(subparsers) -> None:
     psf.add_argument("out", help="output PSF, *.zarr")
     psf.add_argument("--optics", default=None,
                      help="optics YAML (magnification, na, n, wavelength_um, lenslet_pitch_um, mla_focal_um, "
-                          "pixel_size_um, pixels_per_lenslet, voxels_per_lenslet, depths_um, psf_lenslets); "
-                          "default: the built-in 20x/0.5 optics")
+                          "pixel_size_um, pixels_per_lenslet, voxels_per_lenslet, depths_um, psf_lenslets) or a "
+                          "napari-LF calibration file (*.lfc); default: the built-in 20x/0.5 optics")
     psf.add_argument("--olaf", default=None,
                      help="instead of --optics: an oLaF / pyolaf camera YAML (M, NA, n, WaveLength, lensPitch, ...)")
-    psf.add_argument("--depths", default="-30:30:7.5", help="with --olaf: depths in um, start:stop:step or a,b,c (write --depths=-30:30:7.5)")
+    psf.add_argument("--depths", default=None,
+                     help="with --olaf (default -30:30:7.5) or an --optics .lfc (default: its z slices): depths in um, "
+                          "start:stop:step or a,b,c (write --depths=-30:30:7.5)")
     psf.add_argument("--overwrite", action="store_true")
     psf.add_argument("-q", "--quiet", action="store_true")
     psf.set_defaults(func=_psf)
@@ -50,7 +52,11 @@ def _psf(args) -> int:
     if args.olaf:
         if args.optics:
             raise InputError("give either --optics or --olaf, not both")
-        optics = optics_from_olaf_config(args.olaf, depths_um=args.depths)
+        optics = optics_from_olaf_config(args.olaf, depths_um=args.depths or "-30:30:7.5")
+    elif optics and str(optics).lower().endswith(".lfc"):
+        from napari_mbdl.lfm.lfc import optics_from_lfc
+
+        optics = optics_from_lfc(optics, depths_um=args.depths)
     psf = run_steps_with_bar(lfm_psf_steps(optics, out=args.out, overwrite=args.overwrite), args.quiet)
     o = psf.optics
     print(f"wrote {args.out}: PSF {tuple(psf.psf.shape)} for {o.n_depths} depths "
