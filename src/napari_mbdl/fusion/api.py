@@ -17,6 +17,8 @@ Pipeline (each step also usable on its own, e.g. by the napari widget):
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,18 +299,26 @@ def export_traces(result: ActivityResult, out_dir, frame_rate_hz: float | None =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "traces.csv", "csv_dff": out_dir / "traces_dff.csv", "zarr": out_dir / "traces.zarr"}
-    if not overwrite:
-        existing = [str(p) for p in paths.values() if p.exists()]
-        if existing:
-            raise OutputExistsError(f"{existing[0]} already exists; choose another folder or pass overwrite")
+    from napari_mbdl.engine.store import check_replaceable
+
+    check_replaceable(paths["zarr"], overwrite)
+    for key in ("csv", "csv_dff"):
+        check_replaceable(paths[key], overwrite, kind="file")
     t = np.arange(result.traces.shape[1])
     header = ["frame"] + (["time_s"] if frame_rate_hz else []) + [f"neuron_{i}" for i in result.label_ids]
+    # every file is written beside its target and renamed when complete: no half file looks finished
     for key, values in (("csv", result.traces), ("csv_dff", result.dff)):
         columns = [t] + ([t / frame_rate_hz] if frame_rate_hz else []) + list(values)
         table = np.column_stack(columns)
         fmt = ["%d"] + (["%.6g"] if frame_rate_hz else []) + ["%.6g"] * len(values)
-        np.savetxt(paths[key], table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
-    group = zarr.open_group(str(paths["zarr"]), mode="w")
+        partial = paths[key].with_name(paths[key].name + ".partial")
+        np.savetxt(partial, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
+        os.replace(partial, paths[key])
+    partial = paths["zarr"].with_name(paths["zarr"].name + ".partial")
+    check_replaceable(partial, True)
+    if partial.exists():
+        shutil.rmtree(partial)
+    group = zarr.open_group(str(partial), mode="w")
     for name, values in (("raw", result.traces), ("dff", result.dff), ("background", result.background),
                          ("label_ids", result.label_ids)):
         array = group.create_array(name, shape=values.shape, dtype=values.dtype)
@@ -316,6 +326,9 @@ def export_traces(result: ActivityResult, out_dir, frame_rate_hz: float | None =
     group.attrs["axes"] = {"raw": "neuron, frame", "dff": "neuron, frame"}
     if frame_rate_hz:
         group.attrs["frame_rate_hz"] = float(frame_rate_hz)
+    if paths["zarr"].exists():
+        shutil.rmtree(paths["zarr"])  # a zarr store (checked above), replaced now that the new one is complete
+    os.replace(partial, paths["zarr"])
     return paths
 
 

@@ -199,6 +199,8 @@ class LFPsf:
 
         import zarr
 
+        from napari_mbdl.engine.store import is_zarr_store
+
         path = Path(path)
         if path.exists():
             if not overwrite:
@@ -207,15 +209,23 @@ class LFPsf:
                 raise OutputExistsError(f"{path} exists; pass overwrite=True to replace it")
             if not _is_psf_store(path):
                 raise InputError(f"refusing to replace {path}: it is not a light-field PSF written by napari-mbdl")
-            shutil.rmtree(path)
         tmp = path.with_name(path.name + ".partial")
         if tmp.exists():
+            if not is_zarr_store(tmp):
+                raise InputError(f"refusing to remove {tmp}: it is not a zarr store left by an earlier run")
             shutil.rmtree(tmp)
         group = zarr.open_group(str(tmp), mode="w")
         arr = group.create_array("psf", shape=self.psf.shape, dtype="float32", chunks=(1, 1, 1, *self.psf.shape[3:]))
         arr[...] = self.psf.astype(np.float32)
         group.attrs.update({"format": PSF_FORMAT, "optics": self.optics.to_dict(), "metadata": _jsonable(self.metadata)})
-        tmp.rename(path)
+        # the old PSF goes only once the new one is complete
+        if path.exists():
+            old = path.with_name(path.name + ".replaced")
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
         return path
 
     @classmethod
