@@ -91,3 +91,22 @@ def test_bad_input_shows_message(viewer_and_widget, tmp_path):
     widget.run(sync=True)
     assert "records other optics" in widget.last_error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_is_reported_not_replaced(viewer_and_widget, tmp_path):
+    from napari_mbdl.lfm.sample_data import time_series_sample
+
+    viewer, widget = viewer_and_widget
+    _add(viewer, time_series_sample(n_frames=2))
+    widget.light_field.value = viewer.layers["light-field series (simulated)"]
+    widget.method.value = "rl"
+    widget.iterations.value = 1
+    widget.output.value = str(tmp_path / "vol.zarr")
+    widget.run(sync=True)
+    assert widget.last_error is None, widget.last_error
+    before = sorted(p.name for p in (tmp_path / "vol.zarr").rglob("*"))
+    n_layers = len(viewer.layers)
+    widget.run(sync=True)
+    assert "already exists" in widget.last_error
+    assert len(viewer.layers) == n_layers
+    assert sorted(p.name for p in (tmp_path / "vol.zarr").rglob("*")) == before

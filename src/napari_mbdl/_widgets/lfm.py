@@ -160,19 +160,14 @@ class LFMWidget(JobWidget):
 
     def _steps(self, data, psf_path, optics, grid, method, n_iter, device, out, cancel, name):
         from napari_mbdl.lfm.api import lfm_reconstruct_steps
-        from napari_mbdl.lfm.optics import LFPsf, default_cache_dir, psf_steps
+        from napari_mbdl.lfm.optics import LFPsf, cached_psf_steps, default_cache_dir
 
         if psf_path is not None:
             psf = LFPsf.load(psf_path)
         else:
-            cached = default_cache_dir() / f"lfm-psf-{optics.key()}.zarr"
-            psf = LFPsf.load(cached) if cached.exists() else None
-            if psf is None or psf.optics != optics:
-                psf = yield from psf_steps(optics)
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                psf.save(cached, overwrite=cached.exists())
+            psf = yield from cached_psf_steps(optics, default_cache_dir())
         result = yield from lfm_reconstruct_steps(
-            data, psf, method=method, n_iter=n_iter, grid=grid, out=out, overwrite=out is not None, device=device,
+            data, psf, method=method, n_iter=n_iter, grid=grid, out=out, overwrite=False, device=device,
             cancel=cancel)
         label = method if method == "unfolded" else f"{method} x{n_iter}"
         meta = {"name": f"{name} volume ({label})", "scale": tuple(result.scale), "colormap": "magma",

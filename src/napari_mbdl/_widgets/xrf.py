@@ -227,7 +227,7 @@ class XRFWidget(JobWidget):
 
             result = yield from xrf_maps_steps(
                 labeled, calibration, elements, add=add, method=method, energy_axis=energy_axis, out=out,
-                overwrite=bool(out), cancel=cancel,
+                overwrite=False, cancel=cancel,
             )
             for message in result.warnings:
                 yield Progress("elemental maps", 1, 1, message)

@@ -13,18 +13,13 @@ def run_demo(out_dir: Path, device: str = "auto"):
     """Simulate 8 light fields of firing cells, write them to zarr, reconstruct them streamed from there."""
     from napari_mbdl.io.writing import write_array
     from napari_mbdl.lfm.api import OPTICS_ATTR, lfm_reconstruct_steps
-    from napari_mbdl.lfm.optics import LFOptics, LFPsf, default_cache_dir, psf_steps
+    from napari_mbdl.lfm.optics import LFOptics, cached_psf_steps, default_cache_dir
     from napari_mbdl.lfm.simulate import simulate_sample
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     optics = LFOptics()
-    cached = default_cache_dir() / f"lfm-psf-{optics.key()}.zarr"
-    psf = LFPsf.load(cached) if cached.exists() else None
-    if psf is None or psf.optics != optics:
-        psf = yield from psf_steps(optics)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        psf.save(cached, overwrite=cached.exists())
+    psf = yield from cached_psf_steps(optics, default_cache_dir())
     yield Progress("lfm simulate", 0, 1, "8 frames, 15 x 15 lenslets")
     sample = simulate_sample(psf, n_lenslets=(15, 15), n_cells=15, n_frames=8, seed=2)
     lf_path = out_dir / "light_fields.ome.zarr"

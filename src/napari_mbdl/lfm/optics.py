@@ -415,10 +415,10 @@ def psf_steps(optics: LFOptics | None = None):
     return LFPsf(psf=psf, optics=o, metadata=metadata)
 
 
-def load_or_compute_psf(optics: LFOptics, cache_dir: str | Path | None = None) -> LFPsf:
-    """Compute the PSF of ``optics``, or read it from ``cache_dir/lfm-psf-<key>.zarr`` if computed before."""
+def cached_psf_steps(optics: LFOptics, cache_dir: str | Path | None = None):
+    """Steps generator: the PSF of ``optics`` from ``cache_dir/lfm-psf-<key>.zarr``, or computed (and cached)."""
     if cache_dir is None:
-        return compute_psf(optics)
+        return (yield from psf_steps(optics))
     path = Path(cache_dir) / f"lfm-psf-{optics.key()}.zarr"
     if path.exists():
         try:
@@ -427,12 +427,19 @@ def load_or_compute_psf(optics: LFOptics, cache_dir: str | Path | None = None) -
             cached = None
         if cached is not None and cached.optics == optics:
             return cached
-    psf = compute_psf(optics)
+    psf = yield from psf_steps(optics)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not _is_psf_store(path):
         return psf  # never replace a foreign folder; just do not cache
     psf.save(path, overwrite=True)
     return psf
+
+
+def load_or_compute_psf(optics: LFOptics, cache_dir: str | Path | None = None) -> LFPsf:
+    """Compute the PSF of ``optics``, or read it from ``cache_dir/lfm-psf-<key>.zarr`` if computed before."""
+    from napari_mbdl.engine.progress import run_steps
+
+    return run_steps(cached_psf_steps(optics, cache_dir))
 
 
 def _olaf_number(value, key: str) -> float:
