@@ -49,18 +49,30 @@ def get_reader(path):
     return read_datacube
 
 
-def read_datacube(path):
-    from napari.utils.notifications import show_error
+def read_layers(path, open_labeled, to_layers) -> list:
+    """Shared body of the npe2 readers: open lazily, or say why not in a notification.
 
-    from napari_mbdl.io.arrays import open_array
+    ``open_labeled(path) -> LabeledArray``; ``to_layers(labeled) -> list of LayerDataTuples``.
+    """
+    from napari.utils.notifications import show_error
 
     if isinstance(path, list):
         path = path[0]
     try:
-        labeled = open_array(path)
+        labeled = open_labeled(path)
     except MBDLError as error:
         show_error(f"napari-mbdl could not open {Path(path).name}: {error}")
         return [(None,)]  # napari's "nothing to add" sentinel: the message above says why
+    return to_layers(labeled)
+
+
+def read_datacube(path):
+    from napari_mbdl.io.arrays import open_array
+
+    return read_layers(path, open_array, _datacube_layers)
+
+
+def _datacube_layers(labeled) -> list:
     meta = layer_kwargs(labeled)
     if labeled.axes and labeled.axes.endswith("c") and labeled.shape[-1] in (3, 4) and labeled.dtype == np.uint8:
         meta["rgb"] = True

@@ -20,16 +20,7 @@ def get_reader(path):
 
 def read_xrf(path):
     """Open the cube lazily as an (energy, y, x) image layer with its calibration in the metadata."""
-    from napari.utils.notifications import show_error
-
-    from napari_mbdl.engine.errors import MBDLError
+    from napari_mbdl.io.napari_io import read_layers
     from napari_mbdl.xrf.io import cube_layer, read_cube
 
-    if isinstance(path, list):
-        path = path[0]
-    try:
-        labeled = read_cube(path)
-    except MBDLError as error:
-        show_error(f"napari-mbdl could not open {Path(path).name}: {error}")
-        return [(None,)]  # napari's "nothing to add" sentinel: the message above says why
-    return [cube_layer(labeled)]
+    return read_layers(path, read_cube, lambda labeled: [cube_layer(labeled)])
