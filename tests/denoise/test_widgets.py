@@ -106,3 +106,22 @@ def test_train_widget_fine_tunes_and_saves(make_napari_viewer_proxy, qtbot, tmp_
     assert len(widget.losses) >= 2 and all(np.isfinite(v) for _, v in widget.losses)
     widget.run(sync=True)  # the file exists now: refused, not overwritten
     assert widget.last_error and "exists" in widget.last_error
+
+
+def test_denoise_widget_cancel_in_a_thread_adds_nothing(make_napari_viewer_proxy, qtbot, monkeypatch):
+    monkeypatch.setenv("MBDL_MEMORY_BUDGET", "64MB")  # many small tiles, so Cancel lands between them
+    viewer = make_napari_viewer_proxy()
+    stack = (np.random.default_rng(1).random((60, 96, 96)) * 255).astype(np.uint8)
+    viewer.add_image(stack, name="long stack")
+    widget = DenoiseWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image.value = viewer.layers["long stack"]
+    widget.auto_sigma.value = False
+    widget.sigma.value = 25
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=60000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert widget.last_error is None and widget.run_button.isEnabled()
+    assert widget.progress_bar.value() < 1000
+    assert [layer.name for layer in viewer.layers] == ["long stack"]

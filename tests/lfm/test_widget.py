@@ -110,3 +110,20 @@ def test_existing_output_is_reported_not_replaced(viewer_and_widget, tmp_path):
     assert "already exists" in widget.last_error
     assert len(viewer.layers) == n_layers
     assert sorted(p.name for p in (tmp_path / "vol.zarr").rglob("*")) == before
+
+
+def test_cancel_in_a_thread_adds_nothing(viewer_and_widget, qtbot):
+    from napari_mbdl.lfm.sample_data import time_series_sample
+
+    viewer, widget = viewer_and_widget
+    _add(viewer, time_series_sample(n_frames=8))
+    n_layers = len(viewer.layers)
+    widget.light_field.value = viewer.layers["light-field series (simulated)"]
+    widget.method.value = "rl"
+    widget.iterations.value = 30
+    widget.run()
+    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=60000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert widget.last_error is None and widget.run_button.isEnabled()
+    assert len(viewer.layers) == n_layers
