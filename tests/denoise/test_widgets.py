@@ -125,3 +125,22 @@ def test_denoise_widget_cancel_in_a_thread_adds_nothing(make_napari_viewer_proxy
     assert widget.last_error is None and widget.run_button.isEnabled()
     assert widget.progress_bar.value() < 1000
     assert [layer.name for layer in viewer.layers] == ["long stack"]
+
+
+def test_large_results_stream_to_a_cache_zarr_and_show_lazily(make_napari_viewer_proxy, qtbot, monkeypatch, tmp_path):
+    from napari_mbdl._widgets import _base
+
+    monkeypatch.setattr(_base, "IN_MEMORY_LIMIT_BYTES", 0)  # pretend every result is huge
+    monkeypatch.setattr("platformdirs.user_cache_dir", lambda name: str(tmp_path / name))
+    viewer = make_napari_viewer_proxy()
+    viewer.add_image((np.random.default_rng(2).random((2, 48, 48)) * 255).astype(np.uint8), name="stack")
+    widget = DenoiseWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.image.value = viewer.layers["stack"]
+    widget.auto_sigma.value = False
+    widget.sigma.value = 25
+    widget.run(sync=True)
+    assert widget.last_error is None, widget.last_error
+    out = [layer for layer in viewer.layers if "denoised" in layer.name][0]
+    assert hasattr(out.data, "dask") and out.data.shape == (2, 48, 48)
+    assert len(list((tmp_path / "napari-mbdl" / "results").glob("*.zarr"))) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox, create_widget
 
-from napari_mbdl._widgets._base import JobWidget, layer_metadata, require_layer
+from napari_mbdl._widgets._base import JobWidget, layer_metadata, require_layer, result_store
 from napari_mbdl.engine.errors import InputError
 
 
@@ -107,7 +107,9 @@ class DenoiseWidget(JobWidget, _LayerPickers):
             model=self.model.value, sigma=sigma, noise=self.noise.value, gain=gain,
             read_noise=float(self.read_noise.value) if gain else None,
             weights=_optional_path(self.weights, (".safetensors",)), device=self.device.value,
-            out=_optional_path(self.output, (".zarr",)), overwrite=False, cancel=cancel,
+            # a large result streams to a cache zarr and is shown lazily, never held in RAM
+            out=_optional_path(self.output, (".zarr",)) or result_store(f"{layer.name} denoised", 4.0 * data.size),
+            overwrite=False, cancel=cancel,
         )
         meta = layer_metadata(layer)
         plane_index = tuple(self.viewer.dims.current_step[: data.ndim - 2]) if data.ndim > 2 else ()

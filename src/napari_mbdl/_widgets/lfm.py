@@ -16,7 +16,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from napari_mbdl._widgets._base import JobWidget, require_layer
+from napari_mbdl._widgets._base import JobWidget, require_layer, result_store
 from napari_mbdl.engine.errors import InputError
 
 
@@ -166,6 +166,12 @@ class LFMWidget(JobWidget):
             psf = LFPsf.load(psf_path)
         else:
             psf = yield from cached_psf_steps(optics, default_cache_dir())
+        if out is None:  # a long series streams to a cache zarr and is shown lazily, never held in RAM
+            o = psf.optics
+            frames = data.shape[0] if data.ndim == 3 else 1
+            volume_px = (data.shape[-2] // o.pixels_per_lenslet) * (data.shape[-1] // o.pixels_per_lenslet)
+            expected = 4.0 * frames * o.n_depths * volume_px * o.voxels_per_lenslet**2
+            out = result_store(f"{name} volume", expected)
         result = yield from lfm_reconstruct_steps(
             data, psf, method=method, n_iter=n_iter, grid=grid, out=out, overwrite=False, device=device,
             cancel=cancel)

@@ -6,7 +6,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, LineEdit, PushButton, Select, create_widget
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from napari_mbdl._widgets._base import JobWidget, require_layer
+from napari_mbdl._widgets._base import JobWidget, require_layer, result_store
 from napari_mbdl.engine.errors import InputError
 from napari_mbdl.engine.progress import Progress
 
@@ -219,6 +219,9 @@ class XRFWidget(JobWidget):
         if out is not None and not out.lower().endswith((".zarr", ".tif", ".tiff")):
             raise InputError("save the maps to a *.zarr (or *.tif) path")
         spatial = [a for a in range(3) if a != energy_axis]
+        if out is None:  # maps of a huge scan stream to a cache zarr, shown lazily
+            n_maps = 2 * (len(elements) if isinstance(elements, (list, tuple)) else 30)
+            out = result_store(f"{layer.name} maps", 4.0 * n_maps * np.prod([layer.data.shape[a] for a in spatial]))
         scale = tuple(float(layer.scale[a]) for a in spatial)
         translate = tuple(float(layer.translate[a]) for a in spatial)
 

@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,6 @@ class RunResult:
     chunks_resumed: int
     out_of_memory_backoffs: int = 0
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 # Built block functions, one per (operation key, device) in each process: the model loads once
