@@ -6,6 +6,8 @@ from magicgui.widgets import create_widget
 import napari
 from napari_mbdl._widgets._base import JobWidget, layer_metadata, require_layer
 from napari_mbdl.engine import Operation, run_blocks
+from napari_mbdl.engine.progress import Progress
+from napari_mbdl.errors import InputError
 
 from ..engine import ops
 
@@ -78,19 +80,43 @@ def test_nan_input_is_reported_and_input_untouched(make_napari_viewer_proxy, qtb
     assert len(viewer.layers) == 1 and np.isnan(viewer.layers["bad"].data[3, 3])
 
 
-def test_threaded_run_can_be_cancelled(make_napari_viewer_proxy, qtbot):
+def test_threaded_run_can_be_cancelled(make_napari_viewer_proxy, qtbot, pause_after_first_progress):
     viewer = make_napari_viewer_proxy()
     viewer.add_image(np.zeros((128, 128), np.float32), name="big")
     widget = SmoothWidget(viewer, slow=True)
     qtbot.addWidget(widget)
+    gate = pause_after_first_progress(widget)
     worker = widget.run()
     assert worker is not None and not widget.run_button.isEnabled()
-    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=10000)
+    qtbot.waitUntil(gate.reached.is_set, timeout=10000)
     widget.cancel()
+    gate.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=10000)
     assert widget.run_button.isEnabled()
     assert "big smoothed" not in viewer.layers
     assert widget.progress_bar.value() < 1000
+
+
+class FailingWidget(JobWidget):
+    title = "Failing (test)"
+
+    def build_steps(self, cancel):
+        def steps():
+            yield Progress("reading", 1, 2)
+            raise InputError("tile 3 of the input could not be read")
+
+        return steps()
+
+
+def test_error_in_a_threaded_run_is_shown_not_raised(make_napari_viewer_proxy, qtbot):
+    # pytest-qt fails the test on any exception raised in the Qt event loop (a traceback in napari).
+    viewer = make_napari_viewer_proxy()
+    widget = FailingWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10000)
+    assert widget.last_error == "tile 3 of the input could not be read"
+    assert widget.status.text() == widget.last_error and widget.run_button.isEnabled()
 
 
 def test_threaded_run_finishes(make_napari_viewer_proxy, qtbot):

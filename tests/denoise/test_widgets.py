@@ -108,7 +108,9 @@ def test_train_widget_fine_tunes_and_saves(make_napari_viewer_proxy, qtbot, tmp_
     assert widget.last_error and "exists" in widget.last_error
 
 
-def test_denoise_widget_cancel_in_a_thread_adds_nothing(make_napari_viewer_proxy, qtbot, monkeypatch):
+def test_denoise_widget_cancel_in_a_thread_adds_nothing(
+    make_napari_viewer_proxy, qtbot, monkeypatch, pause_after_first_progress
+):
     monkeypatch.setenv("MBDL_MEMORY_BUDGET", "64MB")  # many small tiles, so Cancel lands between them
     viewer = make_napari_viewer_proxy()
     stack = (np.random.default_rng(1).random((60, 96, 96)) * 255).astype(np.uint8)
@@ -118,9 +120,11 @@ def test_denoise_widget_cancel_in_a_thread_adds_nothing(make_napari_viewer_proxy
     widget.image.value = viewer.layers["long stack"]
     widget.auto_sigma.value = False
     widget.sigma.value = 25
+    gate = pause_after_first_progress(widget)
     widget.run()
-    qtbot.waitUntil(lambda: widget.progress_bar.value() > 0, timeout=60000)
+    qtbot.waitUntil(gate.reached.is_set, timeout=60000)
     widget.cancel()
+    gate.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
     assert widget.last_error is None and widget.run_button.isEnabled()
     assert widget.progress_bar.value() < 1000

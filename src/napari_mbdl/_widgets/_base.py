@@ -94,11 +94,19 @@ class JobWidget(QWidget):
             return self._run_sync(steps)
         from napari.qt.threading import create_worker
 
-        self.worker = create_worker(_forward, steps)
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_returned)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
+        # Connecting "errored" through _connect stops napari from also re-raising the error in the
+        # event loop, which would show a traceback for a cancelled run or bad input.
+        self.worker = create_worker(
+            _forward,
+            steps,
+            _connect={
+                "yielded": self._on_progress,
+                "returned": self._on_returned,
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
+            _start_thread=False,
+        )
         self.worker.start()
         return self.worker
 
