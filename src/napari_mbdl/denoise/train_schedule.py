@@ -27,11 +27,14 @@ from pathlib import Path
 
 from napari_mbdl.denoise.train import main as train_main
 
-#: name, model, sigma, steps, lr, init (a stage name or None)
+#: name, model, sigma, steps, lr, init (a stage name or None).  Stages ending in "_r1" are
+#: intermediate rounds (kept in RUN_DIR, not shipped): the next stage continues them with a new
+#: cosine schedule.
 STAGES = [
     ("nenet", "nenet", "blind", 150, 1e-3, None),
-    ("winnet_blind", "winnet", "blind", 1000, 1e-3, None),
+    ("winnet_blind_r1", "winnet", "blind", 1000, 1e-3, None),
     ("linn_blind", "linn", "blind", 300, 1e-3, None),
+    ("winnet_blind", "winnet", "blind", 5000, 5e-4, "winnet_blind_r1"),
     ("winnet_s25", "winnet", "25", 60, 2e-4, "winnet_blind"),
     ("winnet_s15", "winnet", "15", 60, 2e-4, "winnet_blind"),
     ("winnet_s50", "winnet", "50", 60, 2e-4, "winnet_blind"),
@@ -49,7 +52,7 @@ def ship(run_dir: Path, notes: str = "") -> Path:
     cards = {}
     for name, *_ in STAGES:
         source = run_dir / "weights" / f"{name}.safetensors"
-        if not source.exists():
+        if name.endswith("_r1") or not source.exists():
             continue
         shutil.copy2(source, WEIGHTS_DIR / source.name)
         meta = read_metadata(source)
@@ -86,9 +89,12 @@ def ship(run_dir: Path, notes: str = "") -> Path:
     lines += ["", "Architecture (config stored in each file):", ""]
     for name, c in cards.items():
         lines.append(f"* `{name}`: {json.dumps(c['config'])}")
-    if notes:
-        lines += ["", notes]
     card = WEIGHTS_DIR / "MODEL_CARD.md"
+    if not notes and card.exists():  # keep the hand-written sections (from the first "## ") of the old card
+        old = card.read_text()
+        notes = old[old.index("\n## ") + 1 :] if "\n## " in old else ""
+    if notes:
+        lines += ["", notes.rstrip("\n")]
     card.write_text("\n".join(lines) + "\n")
     return card
 
