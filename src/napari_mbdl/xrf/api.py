@@ -249,7 +249,7 @@ def xrf_maps_steps(
     ----------
     cube : array-like or path
         Counts, shape (y, x, energy) (or with the energy axis elsewhere: ``energy_axis``); numpy,
-        dask, zarr / OME-Zarr path, or HDF5 / Lispix through :func:`napari_mbdl.xrf.io.read_cube`.
+        dask, zarr / OME-Zarr path, or HDF5 / Lispix / Bruker .bcf through :func:`napari_mbdl.xrf.io.read_cube`.
     energy : (offset_keV, gain_keV), array, dict or EnergyCalibration, optional
         Energy calibration; default: from the cube's metadata.
     elements : "auto" or sequence of str

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
         "The output OME-Zarr has axes (c, y, x): the quantity of each element, then its confidence "
         "(standard errors); the channel names are in its metadata.",
     )
-    parser.add_argument("cube", help="XRF cube: .zarr / OME-Zarr, .rpl (+ .raw), .h5 (PyXRF / XRF-Maps), .tif, .npy")
+    parser.add_argument("cube", help="XRF cube: .zarr / OME-Zarr, .rpl (+ .raw), .h5 (PyXRF / XRF-Maps), .bcf (Bruker; extra [bcf]), .tif, .npy")
     parser.add_argument("out", help="output maps, *.zarr (OME-Zarr, resumable) or *.tif")
     parser.add_argument("--elements", default="auto", help="auto (detect), or a list such as Fe,Cu,Pb")
     parser.add_argument("--add", default="", help="with auto: elements to add, e.g. Sn,Co")

@@ -1,4 +1,4 @@
-"""npe2 reader for XRF cubes: Lispix .rpl/.raw and HDF5 (PyXRF / XRF-Maps)."""
+"""npe2 reader for XRF cubes: Lispix .rpl/.raw, HDF5 (PyXRF / XRF-Maps) and Bruker .bcf."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def get_reader(path):
-    """Return :func:`read_xrf` for .rpl/.raw/.h5/.hdf5 paths, else None."""
+    """Return :func:`read_xrf` for .rpl/.raw/.h5/.hdf5/.bcf paths, else None."""
     if isinstance(path, list):
         if len(path) != 1:
             return None
