@@ -62,19 +62,23 @@ def main() -> None:
     parser.add_argument("--timing-iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--panel", choices=["default", "held-out"], default="default",
+                        help="held-out: photographs never used to tune the method's settings")
+    parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
 
     import torch
 
     from napari_mbdl.engine import run_steps
     from napari_mbdl.xray_separation.api import separate_xray, separate_xray_steps
-    from napari_mbdl.xray_separation.synthetic import make_double_sided_panel
+    from napari_mbdl.xray_separation.synthetic import PANELS, make_double_sided_panel
     from napari_mbdl.xray_separation.training import SeparationConfig, fit_normalisation, grey_mapping
 
     torch.set_num_threads(args.threads)
-    panel = make_double_sided_panel(args.size)
-    print(f"synthetic panel {args.size}x{args.size}: side 1 = skimage astronaut, side 2 = skimage coffee "
-          f"(mirrored); torch {torch.__version__}, {args.threads} CPU thread(s), {args.iterations} training "
+    panel = make_double_sided_panel(args.size, panel=args.panel)
+    front, back = PANELS[args.panel]
+    print(f"synthetic panel '{args.panel}' {args.size}x{args.size}: side 1 = skimage {front}, side 2 = "
+          f"skimage {back} (mirrored); torch {torch.__version__}, {args.threads} CPU thread(s), {args.iterations} training "
           f"iterations, seed {args.seed}")
     header = (f"  {'method':38s} {'PSNR':>6s} {'SSIM':>6s} {'noDC':>6s} | {'PSNR':>6s} {'SSIM':>6s} "
               f"{'noDC':>6s} | {'time s':>7s}")
@@ -105,6 +109,8 @@ def main() -> None:
                   f"(c) minus (b): {over_b[0]:+.2f} / {over_b[1]:+.2f} dB (side 1 / side 2)")
     print(f"\npaper's reported numbers: {PAPER_REPORTED or 'not available offline (see docs/xray.md)'}")
 
+    if args.skip_timing:
+        return
     # -- timing: train, then separate a large mixture tile by tile through the engine ------------------
     size = args.timing_size
     big = make_double_sided_panel(size)
