@@ -79,3 +79,29 @@ def test_shipped_resume_state_restores_the_shipped_blind_model():
         assert torch.equal(state["model"][key], value), key
     optimiser = torch.optim.Adam(model.parameters())
     optimiser.load_state_dict(state["optimiser"])  # the Adam moments fit the model
+
+
+def test_shipped_weights_match_the_training_schedule_and_model_card():
+    """Every shipped file is a final stage of the schedule, with the steps, lr and lineage it lists."""
+    import json
+
+    from napari_mbdl.denoise.train_schedule import STAGES
+    from napari_mbdl.denoise.weights import WEIGHTS_DIR, read_metadata
+
+    stages = {name: (model, sigma, steps, lr, init) for name, model, sigma, steps, lr, init in STAGES}
+    order = [name for name, *_ in STAGES]
+    card = json.loads((WEIGHTS_DIR / "model_card.json").read_text())
+    shipped = sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors"))
+    assert shipped == sorted(card) and shipped
+    for name in shipped:
+        model, sigma, steps, lr, init = stages[name]  # a shipped file must be a schedule stage
+        assert not name.endswith(("_r1", "_r2")), "intermediate rounds are not shipped"
+        info = read_metadata(WEIGHTS_DIR / f"{name}.safetensors")["info"]
+        assert (info["steps"], info["lr"], str(info["sigma"])) == (steps, lr, sigma) == (
+            card[name]["steps"], card[name]["lr"], str(card[name]["sigma"]))
+        if init is None:
+            assert "initialised_from" not in info and info["total_steps"] == steps
+        else:
+            assert order.index(init) < order.index(name)
+            assert info["initialised_from"]["file"] == f"{init}.safetensors"
+            assert info["total_steps"] == info["initialised_from"]["total_steps"] + steps

@@ -27,14 +27,16 @@ from pathlib import Path
 
 from napari_mbdl.denoise.train import main as train_main
 
-#: name, model, sigma, steps, lr, init (a stage name or None).  Stages ending in "_r1" are
+#: name, model, sigma, steps, lr, init (a stage name or None).  Stages ending in "_r1", "_r2" are
 #: intermediate rounds (kept in RUN_DIR, not shipped): the next stage continues them with a new
 #: cosine schedule.
 STAGES = [
     ("nenet", "nenet", "blind", 150, 1e-3, None),
     ("winnet_blind_r1", "winnet", "blind", 1000, 1e-3, None),
-    ("linn_blind", "linn", "blind", 300, 1e-3, None),
+    ("linn_blind_r1", "linn", "blind", 300, 1e-3, None),
     ("winnet_blind", "winnet", "blind", 5000, 5e-4, "winnet_blind_r1"),
+    ("linn_blind_r2", "linn", "blind", 4000, 5e-4, "linn_blind_r1"),
+    ("linn_blind", "linn", "blind", 6000, 3e-4, "linn_blind_r2"),
     ("winnet_s25", "winnet", "25", 60, 2e-4, "winnet_blind"),
     ("winnet_s15", "winnet", "15", 60, 2e-4, "winnet_blind"),
     ("winnet_s50", "winnet", "50", 60, 2e-4, "winnet_blind"),
@@ -52,7 +54,7 @@ def ship(run_dir: Path, notes: str = "") -> Path:
     cards = {}
     for name, *_ in STAGES:
         source = run_dir / "weights" / f"{name}.safetensors"
-        if name.endswith("_r1") or not source.exists():
+        if name.endswith(("_r1", "_r2")) or not source.exists():
             continue
         shutil.copy2(source, WEIGHTS_DIR / source.name)
         meta = read_metadata(source)
