@@ -34,7 +34,8 @@ STAGES = [
     ("nenet", "nenet", "blind", 150, 1e-3, None),
     ("winnet_blind_r1", "winnet", "blind", 1000, 1e-3, None),
     ("linn_blind_r1", "linn", "blind", 300, 1e-3, None),
-    ("winnet_blind", "winnet", "blind", 5000, 5e-4, "winnet_blind_r1"),
+    ("winnet_blind_r2", "winnet", "blind", 5000, 5e-4, "winnet_blind_r1"),
+    ("winnet_blind", "winnet", "blind", 4500, 3e-4, "winnet_blind_r2"),
     ("linn_blind_r2", "linn", "blind", 4000, 5e-4, "linn_blind_r1"),
     ("linn_blind", "linn", "blind", 6000, 3e-4, "linn_blind_r2"),
     ("winnet_s25", "winnet", "25", 60, 2e-4, "winnet_blind"),
@@ -107,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--ship" in argv:
         print(ship(run_dir))
         return 0
+    threads = "1"
+    if "--threads" in argv:  # torch CPU threads of every stage run now (recorded in each file's metadata)
+        at = argv.index("--threads")
+        threads = argv[at + 1]
+        del argv[at : at + 2]
     only = set(argv[argv.index("--only") + 1 :]) if "--only" in argv else None
     weights = run_dir / "weights"
     for name, model, sigma, steps, lr, init in STAGES:
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         args = ["--model", model, "--sigma", sigma, "--steps", str(steps), "--lr", str(lr), "--seed", "0",
                 "--batch", "10", "--patch", "40", "--checkpoint", str(run_dir / "ckpt" / f"{name}.pt"),
-                "--out", str(out)]
+                "--out", str(out), "--threads", threads]
         if init:
             args += ["--init", str(weights / f"{init}.safetensors")]
         print(f"[schedule] {name}: train {' '.join(args)}", flush=True)
