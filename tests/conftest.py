@@ -49,3 +49,19 @@ def pause_after_first_progress():
     yield install
     for gate in gates:  # never leave a worker thread waiting after a failed test
         gate.set()
+
+
+@pytest.fixture
+def cancel_after_first_progress(pause_after_first_progress, qtbot):
+    """``cancel_after_first_progress(widget)``: start a threaded run, press Cancel after its first
+    progress event, and wait until the worker has finished."""
+
+    def run_and_cancel(widget, timeout_ms: int = 60000):
+        gate = pause_after_first_progress(widget)
+        widget.run()
+        qtbot.waitUntil(gate.reached.is_set, timeout=timeout_ms)
+        widget.cancel()
+        gate.set()
+        qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout_ms)
+
+    return run_and_cancel

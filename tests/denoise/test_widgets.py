@@ -109,7 +109,7 @@ def test_train_widget_fine_tunes_and_saves(make_napari_viewer_proxy, qtbot, tmp_
 
 
 def test_denoise_widget_cancel_in_a_thread_adds_nothing(
-    make_napari_viewer_proxy, qtbot, monkeypatch, pause_after_first_progress
+    make_napari_viewer_proxy, qtbot, monkeypatch, cancel_after_first_progress
 ):
     monkeypatch.setenv("MBDL_MEMORY_BUDGET", "64MB")  # many small tiles, so Cancel lands between them
     viewer = make_napari_viewer_proxy()
@@ -120,12 +120,7 @@ def test_denoise_widget_cancel_in_a_thread_adds_nothing(
     widget.image.value = viewer.layers["long stack"]
     widget.auto_sigma.value = False
     widget.sigma.value = 25
-    gate = pause_after_first_progress(widget)
-    widget.run()
-    qtbot.waitUntil(gate.reached.is_set, timeout=60000)
-    widget.cancel()
-    gate.set()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    cancel_after_first_progress(widget)
     assert widget.last_error is None and widget.run_button.isEnabled()
     assert widget.progress_bar.value() < 1000
     assert [layer.name for layer in viewer.layers] == ["long stack"]

@@ -112,7 +112,7 @@ def test_existing_output_is_reported_not_replaced(viewer_and_widget, tmp_path):
     assert sorted(p.name for p in (tmp_path / "vol.zarr").rglob("*")) == before
 
 
-def test_cancel_in_a_thread_adds_nothing(viewer_and_widget, qtbot, pause_after_first_progress):
+def test_cancel_in_a_thread_adds_nothing(viewer_and_widget, cancel_after_first_progress):
     from napari_mbdl.lfm.sample_data import time_series_sample
 
     viewer, widget = viewer_and_widget
@@ -121,11 +121,6 @@ def test_cancel_in_a_thread_adds_nothing(viewer_and_widget, qtbot, pause_after_f
     widget.light_field.value = viewer.layers["light-field series (simulated)"]
     widget.method.value = "rl"
     widget.iterations.value = 30
-    gate = pause_after_first_progress(widget)
-    widget.run()
-    qtbot.waitUntil(gate.reached.is_set, timeout=60000)
-    widget.cancel()
-    gate.set()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    cancel_after_first_progress(widget)
     assert widget.last_error is None and widget.run_button.isEnabled()
     assert len(viewer.layers) == n_layers

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, LineEdit, SpinBox, create_widget
 
-from napari_mbdl._widgets._base import JobWidget, layer_metadata, require_layer, result_store
+from napari_mbdl._widgets._base import JobWidget, layer_metadata, optional_path, require_layer, result_store
 from napari_mbdl.engine.errors import InputError
 
 
@@ -23,19 +23,9 @@ def _layer_array(layer, what: str):
 
 
 def _optional_path(widget, suffixes: tuple[str, ...]) -> str | None:
-    """A FileEdit's path, or None when it is empty.
-
-    An empty FileEdit reads as the current folder (``.`` or its absolute path); that must never
-    become an output path, so it counts as empty, and a folder or a wrong extension is refused.
-    """
-    raw = widget.value
-    text = str(raw or "").strip()
-    if text in ("", "."):
-        return None
-    path = Path(text)
-    if path.resolve() == Path.cwd().resolve():
-        return None
-    if not text.lower().endswith(suffixes):
+    """:func:`optional_path`, refusing a name without one of ``suffixes`` (e.g. a folder)."""
+    text = optional_path(widget)
+    if text is not None and not text.lower().endswith(suffixes):
         raise InputError(f"{widget.label or 'the file'} must end with {' or '.join(suffixes)}: {text}")
     return text
 

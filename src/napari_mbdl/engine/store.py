@@ -92,6 +92,28 @@ class MemoryOutput:
         return self.array
 
 
+def clear_partial(partial: Path) -> None:
+    """Remove a leftover ``<path>.partial`` zarr store of an earlier run (refuse anything else)."""
+    if partial.exists() or partial.is_symlink():
+        if not is_zarr_store(partial):
+            raise OutputExistsError(f"{partial} exists and is not a zarr store; move it away first")
+        shutil.rmtree(partial)
+
+
+def commit_store(partial: Path, path: Path) -> None:
+    """Move a complete ``partial`` zarr store to ``path``; an existing zarr store there goes only now.
+
+    Callers check with :func:`check_replaceable` that ``path`` may be replaced.
+    """
+    replaced = None
+    if path.exists():
+        replaced = path.with_name(f"{path.name}.replaced-{os.getpid()}")
+        os.replace(path, replaced)
+    os.replace(partial, path)
+    if replaced is not None and is_zarr_store(replaced):
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
 class ZarrOutput:
     """An OME-Zarr (zarr v2 format, NGFF 0.4) output written chunk by chunk."""
 
@@ -180,13 +202,7 @@ class ZarrOutput:
         self.group.attrs[ATTRS_KEY] = attrs
         shutil.rmtree(self.partial / LEDGER, ignore_errors=True)
         check_replaceable(self.path, self.overwrite)  # again: the path may have changed during the run
-        replaced = None
-        if self.path.exists():
-            replaced = self.path.with_name(f"{self.path.name}.replaced-{os.getpid()}")
-            os.replace(self.path, replaced)
-        os.replace(self.partial, self.path)
-        if replaced is not None and is_zarr_store(replaced):
-            shutil.rmtree(replaced, ignore_errors=True)
+        commit_store(self.partial, self.path)
         return open_zarr_result(self.path)
 
 

@@ -17,9 +17,8 @@ Pipeline (each step also usable on its own, e.g. by the napari widget):
 from __future__ import annotations
 
 import functools
-import os
-import shutil
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,7 +298,7 @@ def export_traces(result: ActivityResult, out_dir, frame_rate_hz: float | None =
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "traces.csv", "csv_dff": out_dir / "traces_dff.csv", "zarr": out_dir / "traces.zarr"}
-    from napari_mbdl.engine.store import check_replaceable
+    from napari_mbdl.engine.store import check_replaceable, clear_partial, commit_store
 
     check_replaceable(paths["zarr"], overwrite)
     for key in ("csv", "csv_dff"):
@@ -315,9 +314,7 @@ def export_traces(result: ActivityResult, out_dir, frame_rate_hz: float | None =
         np.savetxt(partial, table, delimiter=",", header=",".join(header), comments="", fmt=fmt)
         os.replace(partial, paths[key])
     partial = paths["zarr"].with_name(paths["zarr"].name + ".partial")
-    check_replaceable(partial, True)
-    if partial.exists():
-        shutil.rmtree(partial)
+    clear_partial(partial)
     group = zarr.open_group(str(partial), mode="w")
     for name, values in (("raw", result.traces), ("dff", result.dff), ("background", result.background),
                          ("label_ids", result.label_ids)):
@@ -326,9 +323,7 @@ def export_traces(result: ActivityResult, out_dir, frame_rate_hz: float | None =
     group.attrs["axes"] = {"raw": "neuron, frame", "dff": "neuron, frame"}
     if frame_rate_hz:
         group.attrs["frame_rate_hz"] = float(frame_rate_hz)
-    if paths["zarr"].exists():
-        shutil.rmtree(paths["zarr"])  # a zarr store (checked above), replaced now that the new one is complete
-    os.replace(partial, paths["zarr"])
+    commit_store(partial, paths["zarr"])
     return paths
 
 

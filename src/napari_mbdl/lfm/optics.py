@@ -195,11 +195,9 @@ class LFPsf:
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write to a zarr group (array ``psf`` + the optics and metadata in its attributes)."""
-        import shutil
-
         import zarr
 
-        from napari_mbdl.engine.store import is_zarr_store
+        from napari_mbdl.engine.store import clear_partial, commit_store
 
         path = Path(path)
         if path.exists():
@@ -210,22 +208,12 @@ class LFPsf:
             if not _is_psf_store(path):
                 raise InputError(f"refusing to replace {path}: it is not a light-field PSF written by napari-mbdl")
         tmp = path.with_name(path.name + ".partial")
-        if tmp.exists():
-            if not is_zarr_store(tmp):
-                raise InputError(f"refusing to remove {tmp}: it is not a zarr store left by an earlier run")
-            shutil.rmtree(tmp)
+        clear_partial(tmp)
         group = zarr.open_group(str(tmp), mode="w")
         arr = group.create_array("psf", shape=self.psf.shape, dtype="float32", chunks=(1, 1, 1, *self.psf.shape[3:]))
         arr[...] = self.psf.astype(np.float32)
         group.attrs.update({"format": PSF_FORMAT, "optics": self.optics.to_dict(), "metadata": _jsonable(self.metadata)})
-        # the old PSF goes only once the new one is complete
-        if path.exists():
-            old = path.with_name(path.name + ".replaced")
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        commit_store(tmp, path)  # the old PSF goes only once the new one is complete
         return path
 
     @classmethod
