@@ -12,8 +12,8 @@ shipped weights as ``--init`` with a new step budget.
 
 Stages run in priority order; a stage whose weights file already exists in ``RUN_DIR/weights``
 is skipped, and an interrupted stage resumes from its checkpoint in ``RUN_DIR/ckpt``.  Copy the
-finished ``*.safetensors`` into ``src/napari_mbdl/denoise/weights/``.  All stages use seed 0, one
-CPU thread, batch 10 of 40x40 crops of Train400 with synthetic Gaussian noise.  The fixed-sigma
+finished ``*.safetensors`` into ``src/napari_mbdl/denoise/weights/``.  All stages use seed 0
+(``--threads N``: torch CPU threads, default 1, recorded in each file), batch 10 of 40x40 crops of Train400 with synthetic Gaussian noise.  The fixed-sigma
 models are fine-tunes of the blind model of their family (noise-conditioned thresholds make the
 blind model a valid starting point for any sigma).
 """
