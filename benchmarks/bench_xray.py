@@ -5,8 +5,11 @@ Prints, for side information from one side and from both sides:
 * PSNR / SSIM of each separated side against the truth, for
   (a) the fitted grey-level mapping of the photograph of side 1, side 2 = mixture - side 1;
   (a2) with both photographs: both sides from their fitted grey-level mappings;
+  (r) the network's starting point: the photographs' renderings fitted to the mixture (no
+      training of the unfolded layers); side 2 = its rendering or mixture - side 1's rendering;
   (b) the unfolded network trained without the exclusion loss;
-  (c) the unfolded network with all losses (the method);
+  (c) the method: the unfolded network with its default losses (exclusion weight 0.01 with one
+      photograph; 0 with two, where (c) = (b) and (e) shows the network with exclusion 0.01);
 * "noDC": PSNR after removing each side's mean error.  A constant can always be traded between
   the two sides (the mixture fixes only their sum), so this shows the structure separately from
   the constant chosen by the convention "side 2's darkest 1% is at zero";
@@ -54,6 +57,29 @@ def row(name, side1, side2, panel, seconds=None):
     return s1, s2
 
 
+def fitted_renderings(panel, config, two_sided):
+    """(r): the photographs' renderings fitted to the mixture, i.e. the network's starting point.
+
+    Side 2 is its own rendering (two photographs) or the mixture minus side 1's rendering, set to the
+    level convention (darkest 1% at zero); side 1 is the rest of the mixture.
+    """
+    from dataclasses import replace
+
+    from napari_mbdl.xray_separation.api import separate_xray
+    from napari_mbdl.xray_separation.training import load_model, prepare_tensors
+
+    rgb2 = panel.rgb2 if two_sided else None
+    trained = separate_xray(panel.mixed, panel.rgb1, rgb2, config=replace(config, iterations=0),
+                            device="cpu").trained
+    norm = trained.normalisation
+    t = prepare_tensors(panel.mixed[None], panel.rgb1[None], None if rgb2 is None else rgb2[None], norm, "cpu")
+    renderings = load_model(trained, "cpu").render(t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+    renderings = [r[0, 0].detach().numpy() for r in renderings]
+    side2 = renderings[1] * norm.span if two_sided else panel.mixed - (renderings[0] * norm.span + norm.low)
+    side2 = side2 - np.percentile(side2, 1.0)
+    return panel.mixed - side2, side2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="side of the synthetic panel")
@@ -62,7 +88,7 @@ def main() -> None:
     parser.add_argument("--timing-iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--panel", choices=["default", "held-out"], default="default",
+    parser.add_argument("--panel", choices=["default", "chelsea-rocket", "held-out"], default="default",
                         help="held-out: photographs never used to tune the method's settings")
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
@@ -95,18 +121,30 @@ def main() -> None:
             s2 = grey_mapping(panel.rgb2, both.mapping2) * both.span
             results["a2"] = row("(a2) grey mappings of both photographs", s1, s2, panel)
         config = SeparationConfig(iterations=args.iterations, seed=args.seed, preview_every=50)
-        for key, name, variant in (("b", "(b) unfolded net, no exclusion loss", replace(config, weight_exclusion=0.0)),
-                                   ("c", "(c) unfolded net, all losses", config)):
+        results["r"] = row("(r) renderings fitted to the mixture",
+                           *fitted_renderings(panel, config, two_sided), panel)
+        weight = config.exclusion_weight(two_sided)
+        variants = [("b", "(b) unfolded net, no exclusion loss", replace(config, weight_exclusion=0.0))]
+        if weight > 0:
+            variants.append(("c", f"(c) the method (exclusion {weight:g})", config))
+        else:  # the default switches exclusion off here: show what the one-photograph weight does
+            variants.append(("e", "(e) unfolded net, exclusion 0.01", replace(config, weight_exclusion=0.01)))
+        for key, name, variant in variants:
             start = time.perf_counter()
             result = separate_xray(panel.mixed, panel.rgb1, panel.rgb2 if two_sided else None,
                                    config=variant, device="cpu")
             results[key] = row(name, result.side1, result.side2, panel, time.perf_counter() - start)
+        if weight == 0:
+            print("  (c) the method = (b): its default exclusion weight with two photographs is 0")
+            results["c"] = results["b"]
         base = results["a2" if two_sided else "a"]
         for metric in ("psnr", "psnr_nodc"):
             over_a = [results["c"][i][metric] - base[i][metric] for i in (0, 1)]
             over_b = [results["c"][i][metric] - results["b"][i][metric] for i in (0, 1)]
+            over_r = [results["c"][i][metric] - results["r"][i][metric] for i in (0, 1)]
             print(f"  {metric}: (c) minus {'(a2)' if two_sided else '(a)'}: {over_a[0]:+.2f} / {over_a[1]:+.2f} dB; "
-                  f"(c) minus (b): {over_b[0]:+.2f} / {over_b[1]:+.2f} dB (side 1 / side 2)")
+                  f"(c) minus (b): {over_b[0]:+.2f} / {over_b[1]:+.2f} dB; "
+                  f"(c) minus (r): {over_r[0]:+.2f} / {over_r[1]:+.2f} dB (side 1 / side 2)")
     print(f"\npaper's reported numbers: {PAPER_REPORTED or 'not available offline (see docs/xray.md)'}")
 
     if args.skip_timing:

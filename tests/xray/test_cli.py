@@ -46,3 +46,11 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().count("\n") == 0 and "greyscale" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o.zarr").exists()
+    tifffile.imwrite(tmp_path / "mixed.tif", rgb.mean(-1) + 0.1 * rgb[..., 0])
+    run = subprocess.run(
+        [sys.executable, "-m", "napari_mbdl.cli", "xray-separate", str(tmp_path / "mixed.tif"),
+         str(tmp_path / "rgb.tif"), str(tmp_path / "o.zarr"), "--device", "cpu", "--exclusion-weight", "-1"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert run.returncode == 2 and "weights cannot be negative" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "o.zarr").exists()

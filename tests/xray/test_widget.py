@@ -1,6 +1,7 @@
 """The "X-ray separation" dock widget: sample data -> separated layers, previews, cancel, bad input."""
 
 import numpy as np
+import pytest
 
 from napari_mbdl._widgets.xray import PREVIEW_NAMES, XraySeparationWidget
 from napari_mbdl.xray_separation.sample_data import panel_layers
@@ -49,9 +50,15 @@ def test_two_sided_with_second_photograph(make_napari_viewer_proxy, qtbot):
     viewer = _viewer_with_panel(make_napari_viewer_proxy)
     widget = _widget(viewer, qtbot, iterations=2)
     widget.rgb2.value = viewer.layers["xray: photograph side 2 (mirrored)"]
+    widget.exclusion.value = 0.02
     widget.run(sync=True)
     assert widget.last_error is None, widget.last_error
     assert widget.last_separation.trained.two_sided
+    assert widget.last_separation.trained.config.weight_exclusion == pytest.approx(0.02)
+    widget.exclusion.value = widget.exclusion.min
+    assert widget.exclusion.native.text() == "auto"
+    widget.run(sync=True)
+    assert widget.last_separation.trained.config.weight_exclusion is None  # auto: 0 with two photographs
 
 
 def test_cancel_during_training_keeps_the_best_network(make_napari_viewer_proxy, qtbot):

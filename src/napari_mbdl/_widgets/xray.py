@@ -8,6 +8,7 @@ from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, PushButton, SpinB
 from napari_mbdl._widgets._base import JobWidget, layer_metadata, require_layer
 from napari_mbdl.engine.errors import InputError
 from napari_mbdl.engine.progress import CancelToken, Progress
+from napari_mbdl.xray_separation.training import SeparationConfig
 
 PREVIEW_NAMES = ("xray: side 1 (training preview)", "xray: side 2 (training preview)")
 
@@ -38,11 +39,17 @@ class XraySeparationWidget(JobWidget):
         self.iterations = SpinBox(label="training iterations", value=200, min=0, max=100_000, step=50)
         self.minutes = FloatSpinBox(label="or at most (minutes)", value=5.0, min=0.1, max=600.0, step=0.5)
         self.preview_every = SpinBox(label="preview every (iterations)", value=25, min=1, max=10_000)
+        # the minimum (-0.01) reads "auto": 0.01 with one photograph, 0 with two
+        self.exclusion = FloatSpinBox(label="exclusion weight", value=-0.01, min=-0.01, max=1.0, step=0.01,
+                                      tooltip="how strongly the two sides' edges are kept apart (auto: 0.01 "
+                                              "with one photograph, 0 with two); results are sensitive to it")
+        self.exclusion.native.setDecimals(3)
+        self.exclusion.native.setSpecialValueText("auto")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.check_alignment = CheckBox(label="check registration", value=True)
         self.align_button = PushButton(text="Align photographs to the X-ray")
         self.form.extend([self.mixed, self.rgb1, self.rgb2, self.iterations, self.minutes, self.preview_every,
-                          self.device, self.check_alignment, self.align_button])
+                          self.exclusion, self.device, self.check_alignment, self.align_button])
         self.align_button.changed.connect(self.align_photographs)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
@@ -115,11 +122,10 @@ class XraySeparationWidget(JobWidget):
         super().cancel()
 
     def build_steps(self, cancel: CancelToken):
-        from napari_mbdl.xray_separation.training import SeparationConfig
-
         mixed_layer, mixed, rgb1, rgb2 = self._inputs()
         config = SeparationConfig(iterations=int(self.iterations.value), max_minutes=float(self.minutes.value),
-                                  preview_every=int(self.preview_every.value))
+                                  preview_every=int(self.preview_every.value),
+                                  weight_exclusion=None if self.exclusion.value < 0 else float(self.exclusion.value))
         meta = layer_metadata(mixed_layer)
         self._stop_training = CancelToken()
         check = bool(self.check_alignment.value)

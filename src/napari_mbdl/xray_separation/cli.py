@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
     p.add_argument("--no-registration-check", action="store_true", help="do not refuse misregistered photographs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclusion-weight", type=float, default=None,
+                   help="weight of the exclusion loss (default: 0.01 with one photograph, 0 with two; "
+                        "results are sensitive to it)")
     add_common_arguments(p)
     p.set_defaults(func=_separate)
 
@@ -77,6 +80,8 @@ def _separate(args) -> int:
 
         os.environ["MBDL_MEMORY_BUDGET"] = str(args.memory_budget)
     config = replace(SeparationConfig(), iterations=args.iterations, max_minutes=args.minutes, seed=args.seed)
+    if args.exclusion_weight is not None:
+        config = replace(config, weight_exclusion=args.exclusion_weight)
     result = run_steps_with_bar(
         separate_xray_steps(
             _read(args.mixed, "mixed X-ray"), _read(args.rgb1, "photograph of side 1"),

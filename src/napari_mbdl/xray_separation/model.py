@@ -164,6 +164,13 @@ class UnfoldedSeparator(nn.Module):
         with torch.no_grad():
             self.synthesis.weight[0, 0, kernel_size // 2, kernel_size // 2] = 1.0
 
+    def render(self, rgb1, linear1, rgb2=None, linear2=None) -> list[torch.Tensor]:
+        """X-ray renderings of the photographs (kept for the losses of the current batch)."""
+        self._renderings = [self.rendering[0](rgb1, linear1)]
+        if self.two_sided:
+            self._renderings.append(self.rendering[1](rgb2, linear2))
+        return self._renderings
+
     @staticmethod
     def receptive_radius(n_layers: int, kernel_size: int) -> int:
         """Pixels of context one output pixel depends on (an upper bound), for tiled inference."""
@@ -188,15 +195,16 @@ class UnfoldedSeparator(nn.Module):
         x1, x2 : tensor (B, 1, H, W)
             The two separated X-ray images.
         """
-        # side 1 starts as its photograph's rendering and side 2 as what that leaves of the
-        # mixture (an exact re-synthesis); side 2's own rendering, when given, enters the losses
-        # and the layers' side-information step
-        y1 = self.rendering[0](rgb1, linear1)
-        y2 = x - y1
-        self._renderings = [y1]
+        # Each side starts as its photograph's rendering; side 2 without a photograph as what
+        # side 1 leaves of the mixture.  With two renderings, what neither explains is shared
+        # equally, so the start re-synthesises the mixture exactly either way.
+        renderings = self.render(rgb1, linear1, rgb2, linear2)
         if self.two_sided:
-            self._renderings.append(self.rendering[1](rgb2, linear2))
+            half_rest = 0.5 * (x - renderings[0] - renderings[1])
+            y1, y2 = renderings[0] + half_rest, renderings[1] + half_rest
         else:
+            y1 = renderings[0]
+            y2 = x - y1
             rgb2 = torch.zeros_like(rgb1)
         batch, _, height, width = x.shape
         zeros = x.new_zeros(batch, self.n_atoms, height, width)
@@ -227,18 +235,31 @@ def gradient_exclusion(x1: torch.Tensor, x2: torch.Tensor, levels: int = 3) -> t
     return total / (2 * levels)
 
 
+def rendering_loss(model: UnfoldedSeparator, x, border: int = 0) -> torch.Tensor:
+    """The photographs' renderings (of the batch just separated) must re-synthesise the mixture.
+
+    A hidden side is painted independently of the other side's photograph, so the best prediction
+    of the mixture from photograph 1 alone is side 1's X-ray plus a constant: fitting the rendering
+    by regression on the mixture recovers side 1 without any truth (with both photographs, the sum
+    of the two renderings is fitted).  Constants are settled afterwards by the level convention.
+    """
+    crop = (Ellipsis, slice(border, -border), slice(border, -border)) if border else (Ellipsis,)
+    return F.mse_loss(sum(model._renderings)[crop], x[crop])
+
+
 def separation_losses(model: UnfoldedSeparator, x, x1, x2, border: int = 0):
     """The self-supervised losses of the batch just separated (dict of scalar tensors, unweighted).
 
     ``resynthesis``: the two sides must add up to the measured mixture.  ``rgb``: a side with a
     photograph must be what its photograph renders to (the side and its photograph share their
     sparse codes, so the side's X-ray is a function of the photograph).  ``exclusion``: the two
-    sides' edges must not coincide.  ``sparsity``: l1 of the codes.  ``border`` pixels of each
+    sides' edges must not coincide.  ``rendering``: see :func:`rendering_loss`.  ``sparsity``: l1 of the codes.  ``border`` pixels of each
     patch are left out (they see zero padding the whole image does not).
     """
     crop = (Ellipsis, slice(border, -border), slice(border, -border)) if border else (Ellipsis,)
     losses = {
         "resynthesis": F.mse_loss((x1 + x2)[crop], x[crop]),
+        "rendering": rendering_loss(model, x, border),
         "rgb": sum(F.mse_loss(side[crop], rendering[crop])
                    for side, rendering in zip((x1, x2), model._renderings)),
         "exclusion": gradient_exclusion(x1[crop], x2[crop]),

@@ -32,8 +32,14 @@ class SeparationConfig:
         Training patches (square) per Adam step.
     learning_rate : float
         Adam step size.
-    weight_rgb, weight_exclusion, weight_sparsity : float
-        Weights of the RGB-consistency, exclusion and sparsity losses (re-synthesis has weight 1).
+    weight_rgb, weight_rendering, weight_exclusion, weight_sparsity : float
+        Weights of the RGB-consistency, rendering (the photographs' renderings re-synthesise the
+        mixture), exclusion and sparsity losses (re-synthesis has weight 1).  ``weight_exclusion``
+        None means :attr:`AUTO_EXCLUSION`: 0.01 with one photograph, 0 with two (on the tuning
+        panels the exclusion loss helped with one photograph and hurt with two).
+    rendering_iterations : int
+        Adam steps that first fit the photographs' renderings alone to the mixture (cheap: the
+        renderings are per-pixel maps and a blur), so the unfolded network starts from them.
     preview_every : int
         Evaluate, keep the best state and send a preview every this many iterations.
     seed : int
@@ -49,10 +55,21 @@ class SeparationConfig:
     batch_size: int = 4
     learning_rate: float = 2e-3
     weight_rgb: float = 1.0
-    weight_exclusion: float = 0.05
+    weight_rendering: float = 0.0
+    weight_exclusion: float | None = None
     weight_sparsity: float = 1e-4
     preview_every: int = 25
+    rendering_iterations: int = 1000
     seed: int = 0
+
+    #: exclusion weight used when ``weight_exclusion`` is None, by number of photographs
+    AUTO_EXCLUSION = {1: 0.01, 2: 0.0}
+
+    def exclusion_weight(self, two_sided: bool) -> float:
+        """The exclusion weight in effect (``weight_exclusion``, or the automatic choice)."""
+        if self.weight_exclusion is None:
+            return self.AUTO_EXCLUSION[2 if two_sided else 1]
+        return float(self.weight_exclusion)
 
     @property
     def halo(self) -> int:
@@ -205,8 +222,8 @@ def train_separator_steps(
     height, width = mixed.shape
     size = (min(config.patch_size, height), min(config.patch_size, width))
     arrays = (mixed, rgb1, rgb2)
-    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "exclusion": config.weight_exclusion,
-               "sparsity": config.weight_sparsity}
+    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "rendering": config.weight_rendering,
+               "exclusion": config.exclusion_weight(two_sided), "sparsity": config.weight_sparsity}
     # borders of patches see zero padding that the whole image does not: leave them out of the loss
     border = min(4, size[0] // 8, size[1] // 8)
 
@@ -242,6 +259,10 @@ def train_separator_steps(
         return {"side1": x1[0, 0].cpu().numpy() * scale, "side2": x2[0, 0].cpu().numpy() * scale,
                 "origin": (top, left)}
 
+    if config.rendering_iterations > 0:
+        yield Progress("training", 0, config.iterations, "fitting the photographs' X-ray renderings")
+        _fit_renderings(model, config, lambda n: _read_patches(arrays, random_corners(n), size),
+                        normalisation, device, border, cancel)
     best_loss, parts = evaluate()
     best_state = copy.deepcopy(model.state_dict())
     history = [{"iteration": 0, "loss": best_loss, **parts}]
@@ -285,30 +306,76 @@ def train_separator_steps(
     state = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
     trained = TrainedSeparator(config, two_sided, state, normalisation, history=history,
                                iterations_done=done, stopped_early=stopped_early)
-    trained.side2_offset = _side2_offset(model, evaluation, normalisation, device, border)
+    trained.side2_offset = _side2_offset(model, arrays, normalisation, device, config.halo)
     return trained
 
 
-def _side2_offset(model, evaluation, normalisation, device, border) -> float:
-    """Constant to move from side 1 to side 2 (normalised units), measured on evaluation patches.
+def _fit_renderings(model, config, read_batch, normalisation, device, border, cancel, pool: int = 256) -> None:
+    """Fit the renderings alone to the mixture (see ``rendering_loss``) before the full training.
 
-    The mixture fixes only the *sum* of the two sides, so a constant can be traded between them
-    (and training may drift one).  The convention gives the common level (support, ground) to
-    side 1 and puts side 2's darkest 1% at zero.  With a photograph of side 2, side 2's level is
-    that of its fitted grey-level rendering, which already follows the convention (see
-    :func:`fit_normalisation`), so side 1's mean is put back at its rendering's mean; without one,
-    the convention is applied to the network's side 2 directly.
+    Patches are read once into a pool (reading a large painting is the slow part) and each Adam
+    step uses a random subset of it.
     """
     import torch
 
+    from napari_mbdl.xray_separation.model import rendering_loss
+
+    tensors = prepare_tensors(*read_batch(pool), normalisation, device)
+    generator = torch.Generator().manual_seed(config.seed)
+    parameters = list(model.rendering.parameters())
+    optimiser = torch.optim.Adam(parameters, lr=5.0 * config.learning_rate)
+    for _ in range(config.rendering_iterations):
+        if cancel is not None and cancel.cancelled:
+            return
+        pick = torch.randperm(pool, generator=generator)[: 4 * config.batch_size].to(device)
+        t = {k: v[pick] for k, v in tensors.items()}
+        model.render(t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+        loss = rendering_loss(model, t["x"], border)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+
+
+def _side2_offset(model, arrays, normalisation, device, halo: int, grid: int = 4, patch: int = 128) -> float:
+    """Constant to move from side 1 to side 2 (normalised units).
+
+    The mixture fixes only the *sum* of the two sides, so a constant can be traded between them
+    (and training may drift one).  The convention gives the common level (support, ground) to
+    side 1 and puts side 2's darkest 1% at zero.  With a photograph of side 2 the percentile is
+    taken on side 2's fitted rendering and side 2's mean is matched to it: a percentile of the
+    network's output itself moves with how sharp its darkest details are.  Statistics are taken
+    over a ``grid`` x ``grid`` lattice of patches spread over the whole painting (each without the
+    margin that sees zero padding), so a large painting is sampled everywhere.
+    """
+    import torch
+
+    height, width = arrays[0].shape
+    size = (min(patch, height), min(patch, width))
+    rows = np.linspace(0, height - size[0], grid).round().astype(int)
+    cols = np.linspace(0, width - size[1], grid).round().astype(int)
+    corners = sorted({(int(r), int(c)) for r in rows for c in cols})
+    samples, renderings = [], []
     model.eval()
     with torch.no_grad():
-        t = prepare_tensors(*evaluation, normalisation, device)
-        x1, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
-    inner = (Ellipsis, slice(border, x1.shape[-2] - border), slice(border, x1.shape[-1] - border))
-    if model.two_sided:
-        return float((x1[inner] - t["linear1"][inner]).mean())
-    return float(-np.percentile(x2[inner].cpu().numpy(), 1.0))
+        for start in range(0, len(corners), 4):
+            t = prepare_tensors(*_read_patches(arrays, corners[start : start + 4], size), normalisation, device)
+            _, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
+            x2 = x2[:, 0].cpu().numpy()
+            rendered = model._renderings[-1][:, 0].cpu().numpy()
+            for (r, c), block, rendering in zip(corners[start : start + 4], x2, rendered):
+                # keep what the whole-image pass would compute the same: drop margins that are not
+                # at the painting's own edge
+                top = 0 if r == 0 else min(halo, size[0] // 4)
+                bottom = size[0] if r + size[0] == height else size[0] - min(halo, size[0] // 4)
+                left = 0 if c == 0 else min(halo, size[1] // 4)
+                right = size[1] if c + size[1] == width else size[1] - min(halo, size[1] // 4)
+                samples.append(block[top:bottom, left:right].ravel())
+                renderings.append(rendering[top:bottom, left:right].ravel())
+    side2 = np.concatenate(samples)
+    if not model.two_sided:
+        return float(-np.percentile(side2, 1.0))
+    rendering = np.concatenate(renderings)
+    return float(rendering.mean() - np.percentile(rendering, 1.0) - side2.mean())
 
 
 def load_model(trained: TrainedSeparator, device: str):
