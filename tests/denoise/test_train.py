@@ -85,7 +85,7 @@ def test_shipped_weights_match_the_training_schedule_and_model_card():
     """Every shipped file is a final stage of the schedule, with the steps, lr and lineage it lists."""
     import json
 
-    from napari_mbdl.denoise.train_schedule import STAGES
+    from napari_mbdl.denoise.train_schedule import STAGES, is_intermediate
     from napari_mbdl.denoise.weights import WEIGHTS_DIR, read_metadata
 
     stages = {name: (model, sigma, steps, lr, init) for name, model, sigma, steps, lr, init in STAGES}
@@ -95,7 +95,7 @@ def test_shipped_weights_match_the_training_schedule_and_model_card():
     assert shipped == sorted(card) and shipped
     for name in shipped:
         model, sigma, steps, lr, init = stages[name]  # a shipped file must be a schedule stage
-        assert not name.endswith(("_r1", "_r2")), "intermediate rounds are not shipped"
+        assert not is_intermediate(name), "intermediate rounds are not shipped"
         info = read_metadata(WEIGHTS_DIR / f"{name}.safetensors")["info"]
         assert (info["steps"], info["lr"], str(info["sigma"])) == (steps, lr, sigma) == (
             card[name]["steps"], card[name]["lr"], str(card[name]["sigma"]))

@@ -21,13 +21,14 @@ blind model a valid starting point for any sigma).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
 from napari_mbdl.denoise.train import main as train_main
 
-#: name, model, sigma, steps, lr, init (a stage name or None).  Stages ending in "_r1", "_r2" are
+#: name, model, sigma, steps, lr, init (a stage name or None).  Stages ending in "_r<N>" are
 #: intermediate rounds (kept in RUN_DIR, not shipped): the next stage continues them with a new
 #: cosine schedule.
 STAGES = [
@@ -35,7 +36,8 @@ STAGES = [
     ("winnet_blind_r1", "winnet", "blind", 1000, 1e-3, None),
     ("linn_blind_r1", "linn", "blind", 300, 1e-3, None),
     ("winnet_blind_r2", "winnet", "blind", 5000, 5e-4, "winnet_blind_r1"),
-    ("winnet_blind", "winnet", "blind", 4500, 3e-4, "winnet_blind_r2"),
+    ("winnet_blind_r3", "winnet", "blind", 4500, 3e-4, "winnet_blind_r2"),
+    ("winnet_blind", "winnet", "blind", 10000, 2e-4, "winnet_blind_r3"),
     ("linn_blind_r2", "linn", "blind", 4000, 5e-4, "linn_blind_r1"),
     ("linn_blind", "linn", "blind", 6000, 3e-4, "linn_blind_r2"),
     ("winnet_s25", "winnet", "25", 60, 2e-4, "winnet_blind"),
@@ -47,6 +49,11 @@ STAGES = [
 ]
 
 
+def is_intermediate(stage: str) -> bool:
+    """Whether a stage is an intermediate round ("..._r<N>"), continued by a later stage."""
+    return re.search(r"_r\d+$", stage) is not None
+
+
 def ship(run_dir: Path, notes: str = "") -> Path:
     """Copy finished weights into the package and write the model card from their metadata."""
     from napari_mbdl.denoise.weights import WEIGHTS_DIR, read_metadata
@@ -55,7 +62,7 @@ def ship(run_dir: Path, notes: str = "") -> Path:
     cards = {}
     for name, *_ in STAGES:
         source = run_dir / "weights" / f"{name}.safetensors"
-        if name.endswith(("_r1", "_r2")) or not source.exists():
+        if is_intermediate(name) or not source.exists():
             continue
         shutil.copy2(source, WEIGHTS_DIR / source.name)
         meta = read_metadata(source)
