@@ -183,6 +183,26 @@ def test_fitted_renderings_recover_the_sides_better_than_linear_mappings():
         assert psnr(fitted) > psnr(grey_mapping(rgb, mapping) * linear.span) + 3.0
 
 
+def test_rendering_fit_reports_progress_and_stops_on_cancel(panel):
+    from dataclasses import replace
+
+    from napari_mbdl.xray_separation.training import train_separator_steps
+
+    messages = []
+    run_steps(train_separator_steps(panel.mixed, panel.rgb1, None, replace(FAST, rendering_iterations=250)),
+              lambda e: messages.append(e.message))
+    fits = [m for m in messages if "renderings" in m]
+    assert fits == [f"fitting the photographs' X-ray renderings ({n}/250)" for n in (0, 100, 200)]
+
+    cancel = CancelToken()
+    steps = train_separator_steps(panel.mixed, panel.rgb1, None, replace(FAST, rendering_iterations=10_000),
+                                  cancel=cancel)
+    next(steps)  # the first rendering-fit event; cancel before the fit runs
+    cancel.cancel()
+    trained = run_steps(steps)
+    assert trained.stopped_early and trained.iterations_done == 0
+
+
 def test_automatic_exclusion_weight_depends_on_the_photographs_given():
     assert SeparationConfig().exclusion_weight(two_sided=False) == 0.01
     assert SeparationConfig().exclusion_weight(two_sided=True) == 0.0

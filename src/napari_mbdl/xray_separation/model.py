@@ -253,13 +253,12 @@ def separation_losses(model: UnfoldedSeparator, x, x1, x2, border: int = 0):
     ``resynthesis``: the two sides must add up to the measured mixture.  ``rgb``: a side with a
     photograph must be what its photograph renders to (the side and its photograph share their
     sparse codes, so the side's X-ray is a function of the photograph).  ``exclusion``: the two
-    sides' edges must not coincide.  ``rendering``: see :func:`rendering_loss`.  ``sparsity``: l1 of the codes.  ``border`` pixels of each
+    sides' edges must not coincide.  ``sparsity``: l1 of the codes.  ``border`` pixels of each
     patch are left out (they see zero padding the whole image does not).
     """
     crop = (Ellipsis, slice(border, -border), slice(border, -border)) if border else (Ellipsis,)
     losses = {
         "resynthesis": F.mse_loss((x1 + x2)[crop], x[crop]),
-        "rendering": rendering_loss(model, x, border),
         "rgb": sum(F.mse_loss(side[crop], rendering[crop])
                    for side, rendering in zip((x1, x2), model._renderings)),
         "exclusion": gradient_exclusion(x1[crop], x2[crop]),

@@ -32,10 +32,9 @@ class SeparationConfig:
         Training patches (square) per Adam step.
     learning_rate : float
         Adam step size.
-    weight_rgb, weight_rendering, weight_exclusion, weight_sparsity : float
-        Weights of the RGB-consistency, rendering (the photographs' renderings re-synthesise the
-        mixture), exclusion and sparsity losses (re-synthesis has weight 1).  ``weight_exclusion``
-        None means :attr:`AUTO_EXCLUSION`: 0.01 with one photograph, 0 with two (on the tuning
+    weight_rgb, weight_exclusion, weight_sparsity : float
+        Weights of the RGB-consistency, exclusion and sparsity losses (re-synthesis has weight 1).
+        ``weight_exclusion`` None means :attr:`AUTO_EXCLUSION`: 0.01 with one photograph, 0 with two (on the tuning
         panels the exclusion loss helped with one photograph and hurt with two).
     rendering_iterations : int
         Adam steps that first fit the photographs' renderings alone to the mixture (cheap: the
@@ -55,7 +54,6 @@ class SeparationConfig:
     batch_size: int = 4
     learning_rate: float = 2e-3
     weight_rgb: float = 1.0
-    weight_rendering: float = 0.0
     weight_exclusion: float | None = None
     weight_sparsity: float = 1e-4
     preview_every: int = 25
@@ -222,8 +220,7 @@ def train_separator_steps(
     height, width = mixed.shape
     size = (min(config.patch_size, height), min(config.patch_size, width))
     arrays = (mixed, rgb1, rgb2)
-    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "rendering": config.weight_rendering,
-               "exclusion": config.exclusion_weight(two_sided), "sparsity": config.weight_sparsity}
+    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "exclusion": config.exclusion_weight(two_sided), "sparsity": config.weight_sparsity}
     # borders of patches see zero padding that the whole image does not: leave them out of the loss
     border = min(4, size[0] // 8, size[1] // 8)
 
@@ -260,9 +257,8 @@ def train_separator_steps(
                 "origin": (top, left)}
 
     if config.rendering_iterations > 0:
-        yield Progress("training", 0, config.iterations, "fitting the photographs' X-ray renderings")
-        _fit_renderings(model, config, lambda n: _read_patches(arrays, random_corners(n), size),
-                        normalisation, device, border, cancel)
+        yield from _fit_renderings(model, config, lambda n: _read_patches(arrays, random_corners(n), size),
+                                   normalisation, device, border, cancel)
     best_loss, parts = evaluate()
     best_state = copy.deepcopy(model.state_dict())
     history = [{"iteration": 0, "loss": best_loss, **parts}]
@@ -310,12 +306,15 @@ def train_separator_steps(
     return trained
 
 
-def _fit_renderings(model, config, read_batch, normalisation, device, border, cancel, pool: int = 256) -> None:
+def _fit_renderings(model, config, read_batch, normalisation, device, border, cancel,
+                    pool: int = 256) -> Generator[Progress, None, None]:
     """Fit the renderings alone to the mixture (see ``rendering_loss``) before the full training.
 
     Patches are read once into a pool (reading a large painting is the slow part) and each Adam
-    step uses a random subset of it.
+    step uses a random subset of it.  Yields Progress every 100 steps; stops when cancelled.
     """
+    total = config.rendering_iterations
+    yield Progress("training", 0, config.iterations, f"fitting the photographs' X-ray renderings (0/{total})")
     import torch
 
     from napari_mbdl.xray_separation.model import rendering_loss
@@ -324,7 +323,7 @@ def _fit_renderings(model, config, read_batch, normalisation, device, border, ca
     generator = torch.Generator().manual_seed(config.seed)
     parameters = list(model.rendering.parameters())
     optimiser = torch.optim.Adam(parameters, lr=5.0 * config.learning_rate)
-    for _ in range(config.rendering_iterations):
+    for step in range(1, total + 1):
         if cancel is not None and cancel.cancelled:
             return
         pick = torch.randperm(pool, generator=generator)[: 4 * config.batch_size].to(device)
@@ -334,6 +333,9 @@ def _fit_renderings(model, config, read_batch, normalisation, device, border, ca
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if step % 100 == 0:
+            yield Progress("training", 0, config.iterations,
+                           f"fitting the photographs' X-ray renderings ({step}/{total})")
 
 
 def _side2_offset(model, arrays, normalisation, device, halo: int, grid: int = 4, patch: int = 128) -> float:
