@@ -7,9 +7,11 @@ Prints, for side information from one side and from both sides:
   (a2) with both photographs: both sides from their fitted grey-level mappings;
   (r) the network's starting point: the photographs' renderings fitted to the mixture (no
       training of the unfolded layers); side 2 = its rendering or mixture - side 1's rendering;
-  (b) the unfolded network trained without the exclusion loss;
-  (c) the method: the unfolded network with its default losses (exclusion weight 0.01 with one
-      photograph; 0 with two, where (c) = (b) and (e) shows the network with exclusion 0.01);
+  (b) the model without its exclusion term: no exclusion step in the layers, no exclusion loss;
+  (b') with one photograph: the exclusion step in the layers but no exclusion loss;
+  (c) the method: the unfolded network with its default losses (exclusion weight 0.01 and the
+      exclusion step with one photograph; no exclusion with two, where (c) = (b) and (e) shows
+      the network with the exclusion step and loss 0.01);
 * "noDC": PSNR after removing each side's mean error.  A constant can always be traded between
   the two sides (the mixture fixes only their sum), so this shows the structure separately from
   the constant chosen by the convention "side 2's darkest 1% is at zero";
@@ -81,6 +83,8 @@ def fitted_renderings(panel, config, two_sided):
 
 
 def main() -> None:
+    from napari_mbdl.xray_separation.synthetic import PANELS  # numpy only: cheap
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="side of the synthetic panel")
     parser.add_argument("--iterations", type=int, default=300)
@@ -88,7 +92,7 @@ def main() -> None:
     parser.add_argument("--timing-iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--panel", choices=["default", "chelsea-rocket", "held-out"], default="default",
+    parser.add_argument("--panel", choices=list(PANELS), default="default",
                         help="held-out: photographs never used to tune the method's settings")
     parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
@@ -97,7 +101,7 @@ def main() -> None:
 
     from napari_mbdl.engine import run_steps
     from napari_mbdl.xray_separation.api import separate_xray, separate_xray_steps
-    from napari_mbdl.xray_separation.synthetic import PANELS, make_double_sided_panel
+    from napari_mbdl.xray_separation.synthetic import make_double_sided_panel
     from napari_mbdl.xray_separation.training import SeparationConfig, fit_normalisation, grey_mapping
 
     torch.set_num_threads(args.threads)
@@ -124,18 +128,20 @@ def main() -> None:
         results["r"] = row("(r) renderings fitted to the mixture",
                            *fitted_renderings(panel, config, two_sided), panel)
         weight = config.exclusion_weight(two_sided)
-        variants = [("b", "(b) unfolded net, no exclusion loss", replace(config, weight_exclusion=0.0))]
+        variants = [("b", "(b) unfolded net without exclusion", replace(config, weight_exclusion=0.0))]
         if weight > 0:
+            variants.append(("b'", "(b') exclusion step, no exclusion loss",
+                             replace(config, weight_exclusion=0.0, exclusion_step=True)))
             variants.append(("c", f"(c) the method (exclusion {weight:g})", config))
-        else:  # the default switches exclusion off here: show what the one-photograph weight does
-            variants.append(("e", "(e) unfolded net, exclusion 0.01", replace(config, weight_exclusion=0.01)))
+        else:  # the default switches exclusion off here: show what the one-photograph setting does
+            variants.append(("e", "(e) with exclusion (step, loss 0.01)", replace(config, weight_exclusion=0.01)))
         for key, name, variant in variants:
             start = time.perf_counter()
             result = separate_xray(panel.mixed, panel.rgb1, panel.rgb2 if two_sided else None,
                                    config=variant, device="cpu")
             results[key] = row(name, result.side1, result.side2, panel, time.perf_counter() - start)
         if weight == 0:
-            print("  (c) the method = (b): its default exclusion weight with two photographs is 0")
+            print("  (c) the method = (b): with two photographs its default has no exclusion")
             results["c"] = results["b"]
         base = results["a2" if two_sided else "a"]
         for metric in ("psnr", "psnr_nodc"):

@@ -63,9 +63,44 @@ def test_halo_covers_the_receptive_field():
     assert 0 < reach <= UnfoldedSeparator.receptive_radius(2, 5)
 
 
+def test_rendering_loss_compares_gradients_unless_told_otherwise():
+    import torch
+
+    from napari_mbdl.xray_separation.model import UnfoldedSeparator, rendering_loss
+
+    torch.manual_seed(0)
+    model = UnfoldedSeparator(1, 2, 3)
+    rgb, x = torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16)
+    model.render(rgb, x.clone())
+    assert float(rendering_loss(model, x, scales=2, intensity_weight=0.0)) < 1e-12  # a perfect fit
+    # gradients ignore a constant; the plain difference (scales=0) and the intensity term do not
+    shifted = x + 0.1
+    assert float(rendering_loss(model, shifted, scales=2, intensity_weight=0.0)) < 1e-12
+    assert float(rendering_loss(model, shifted, scales=0)) == pytest.approx(0.01, rel=1e-4)
+    assert float(rendering_loss(model, shifted, scales=2, intensity_weight=0.5)) == pytest.approx(0.005, rel=1e-4)
+    # a rescaled mixture is penalised at every scale
+    assert float(rendering_loss(model, 2 * x, scales=2, intensity_weight=0.0)) > 0.01
+
+
+def test_exclusion_step_can_be_left_out_of_the_layers():
+    import torch
+
+    from napari_mbdl.xray_separation.model import UnfoldedSeparator
+
+    torch.manual_seed(0)
+    x, rgb, linear = torch.rand(1, 1, 24, 24), torch.rand(1, 3, 24, 24), torch.rand(1, 1, 24, 24)
+    for step in (True, False):
+        model = UnfoldedSeparator(2, 4, 5, exclusion_step=step)
+        x1, x2 = model(x, rgb, linear)
+        (x1.square().sum() + 2 * x2.square().sum()).backward()
+        gradients = [layer.exclusion.grad for layer in model.layers]
+        # the exclusion thresholds take part only when the layers have the exclusion step
+        assert all((g is not None and g.abs().sum() > 0) == step for g in gradients)
+
+
 def test_tiled_separation_equals_whole_image(panel):
     from napari_mbdl.xray_separation.api import separate_xray
-    from napari_mbdl.xray_separation.training import load_model, separate_block
+    from napari_mbdl.xray_separation.training import load_model, prepare_tensors, separate_block
 
     result = separate_xray(panel.mixed, panel.rgb1, config=FAST, device="cpu", tile=(32, 32))
     assert result.run.chunks_total == 4
@@ -74,8 +109,12 @@ def test_tiled_separation_equals_whole_image(panel):
     np.testing.assert_allclose(np.moveaxis(whole, -1, 0), result.stacked, atol=1e-5)
     # the three outputs add up to the mixture exactly
     np.testing.assert_allclose(result.side1 + result.side2 + result.error, panel.mixed, atol=1e-5)
-    # level convention: side 2's darkest 1% is at zero (the common level belongs to side 1)
-    assert abs(np.percentile(result.side2, 1.0)) < 1e-4
+    # level convention: side 2's mean is that of what side 1's fitted rendering leaves of the
+    # mixture, with that rest's darkest 1% at zero (the common level belongs to side 1)
+    norm = result.trained.normalisation
+    t = prepare_tensors(panel.mixed[None], panel.rgb1[None], None, norm, "cpu")
+    rest = panel.mixed - norm.low - model.render(t["rgb1"], t["linear1"])[0][0, 0].detach().numpy() * norm.span
+    assert result.side2.mean() == pytest.approx(rest.mean() - np.percentile(rest, 1.0), abs=1e-4)
 
 
 def test_training_lowers_the_loss_and_keeps_the_best_state(panel):
@@ -183,6 +222,34 @@ def test_fitted_renderings_recover_the_sides_better_than_linear_mappings():
         assert psnr(fitted) > psnr(grey_mapping(rgb, mapping) * linear.span) + 3.0
 
 
+def test_gradient_fit_with_one_photograph_recovers_side_1_better_than_a_grey_mapping():
+    """With one photograph the hidden side is the regression's noise; fitting gradients whitens it.
+
+    On the 128 x 128 panel the plain (intensity) fit is no better than the grey mapping (a), while
+    the default two-scale gradient fit recovers side 1's structure far better.
+    """
+    from napari_mbdl.xray_separation.api import separate_xray
+    from napari_mbdl.xray_separation.synthetic import make_double_sided_panel
+    from napari_mbdl.xray_separation.training import fit_normalisation, grey_mapping, load_model, prepare_tensors
+
+    panel = make_double_sided_panel(128)
+
+    def structure_psnr(estimate):
+        error = (estimate - estimate.mean()) - (panel.xray1 - panel.xray1.mean())
+        return 10 * np.log10(float(np.ptp(panel.xray1)) ** 2 / float(np.mean(error**2)))
+
+    def fitted_side1(config):
+        trained = separate_xray(panel.mixed, panel.rgb1, config=config, device="cpu").trained
+        norm = trained.normalisation
+        t = prepare_tensors(panel.mixed[None], panel.rgb1[None], None, norm, "cpu")
+        return structure_psnr(load_model(trained, "cpu").render(t["rgb1"], t["linear1"])[0][0, 0].detach().numpy())
+
+    gradients = fitted_side1(SeparationConfig(iterations=0))
+    intensity = fitted_side1(SeparationConfig(iterations=0, rendering_scales=0))
+    linear = structure_psnr(grey_mapping(panel.rgb1, fit_normalisation(panel.mixed, panel.rgb1).mapping1))
+    assert gradients > max(intensity, linear) + 3.0, (gradients, intensity, linear)
+
+
 def test_rendering_fit_reports_progress_and_stops_on_cancel(panel):
     from dataclasses import replace
 
@@ -207,6 +274,13 @@ def test_automatic_exclusion_weight_depends_on_the_photographs_given():
     assert SeparationConfig().exclusion_weight(two_sided=False) == 0.01
     assert SeparationConfig().exclusion_weight(two_sided=True) == 0.0
     assert SeparationConfig(weight_exclusion=0.05).exclusion_weight(two_sided=True) == 0.05
+    assert SeparationConfig().rendering_fit_scales(two_sided=False) == 2
+    # weight 0 is the model without its exclusion term: no exclusion step in the layers either
+    assert SeparationConfig().has_exclusion_step(two_sided=False)
+    assert not SeparationConfig().has_exclusion_step(two_sided=True)
+    assert SeparationConfig(weight_exclusion=0.02).has_exclusion_step(two_sided=True)
+    assert SeparationConfig(weight_exclusion=0.0, exclusion_step=True).has_exclusion_step(two_sided=True)
+    assert SeparationConfig().rendering_fit_scales(two_sided=True) == 0
 
 
 def test_negative_loss_weights_are_refused(panel):
@@ -216,3 +290,7 @@ def test_negative_loss_weights_are_refused(panel):
 
     with pytest.raises(InputError, match="weights cannot be negative"):
         separate_xray(panel.mixed, panel.rgb1, config=replace(FAST, weight_exclusion=-0.1), device="cpu")
+    with pytest.raises(InputError, match="weights cannot be negative"):
+        separate_xray(panel.mixed, panel.rgb1, config=replace(FAST, rendering_intensity_weight=-1.0), device="cpu")
+    with pytest.raises(InputError, match="scales cannot be negative"):
+        separate_xray(panel.mixed, panel.rgb1, config=replace(FAST, rendering_scales=-1), device="cpu")

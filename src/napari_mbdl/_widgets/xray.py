@@ -42,7 +42,8 @@ class XraySeparationWidget(JobWidget):
         # the minimum (-0.01) reads "auto": 0.01 with one photograph, 0 with two
         self.exclusion = FloatSpinBox(label="exclusion weight", value=-0.01, min=-0.01, max=1.0, step=0.01,
                                       tooltip="how strongly the two sides' edges are kept apart (auto: 0.01 "
-                                              "with one photograph, 0 with two); results are sensitive to it")
+                                              "with one photograph, 0 with two; 0 also drops the network's "
+                                              "exclusion step); results are sensitive to it")
         self.exclusion.native.setDecimals(3)
         self.exclusion.native.setSpecialValueText("auto")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")

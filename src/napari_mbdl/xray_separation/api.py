@@ -243,8 +243,11 @@ def separate_xray_steps(
         config = replace(config, max_minutes=max_minutes)
     if config.iterations < 0:
         raise InputError("the number of training iterations cannot be negative")
-    if min(config.weight_rgb, config.exclusion_weight(rgb2 is not None), config.weight_sparsity) < 0:
+    if min(config.weight_rgb, config.exclusion_weight(rgb2 is not None), config.weight_sparsity,
+           config.rendering_intensity_weight) < 0:
         raise InputError("loss weights cannot be negative")
+    if config.rendering_fit_scales(rgb2 is not None) < 0:
+        raise InputError("the rendering fit's number of scales cannot be negative")
     photos = [_UnitRGB(rgb1)] + ([_UnitRGB(rgb2)] if rgb2 is not None else [])
     device_name = resolve_device(device)
 

@@ -56,9 +56,10 @@ class HaarFrame(nn.Module):
 class SeparationLayer(nn.Module):
     """One unfolded iteration of the proximal-gradient solver (see the module docstring)."""
 
-    def __init__(self, n_atoms: int, kernel_size: int, side_info: tuple[bool, bool]) -> None:
+    def __init__(self, n_atoms: int, kernel_size: int, side_info: tuple[bool, bool], exclusion: bool = True) -> None:
         super().__init__()
         pad = kernel_size // 2
+        self.use_exclusion = exclusion
 
         def conv(cin: int, cout: int) -> nn.Conv2d:
             return nn.Conv2d(cin, cout, kernel_size, padding=pad, bias=False)
@@ -113,6 +114,8 @@ class SeparationLayer(nn.Module):
             if self.side_info[side]:
                 y = y + self.rgb_adjoint[side](rgbs[side] - self.rgb[side](ys[side]))
             new_y.append(y)
+        if not self.use_exclusion:
+            return new_y, new_z
         y2 = self._exclude(new_y[1], new_y[0])
         y1 = self._exclude(new_y[0], y2)
         return [y1, y2], new_z
@@ -149,15 +152,20 @@ class UnfoldedSeparator(nn.Module):
         Size of every learned convolution (odd).
     two_sided : bool
         Whether an RGB photograph of side 2 is given as well.
+    exclusion_step : bool
+        Whether each layer ends with the exclusion proximal step (False: the model without its
+        exclusion term, for comparison).
     """
 
-    def __init__(self, n_layers: int = 4, n_atoms: int = 16, kernel_size: int = 5, two_sided: bool = False):
+    def __init__(self, n_layers: int = 4, n_atoms: int = 16, kernel_size: int = 5, two_sided: bool = False,
+                 exclusion_step: bool = True):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError("kernel_size must be odd")
         self.n_layers, self.n_atoms, self.kernel_size, self.two_sided = n_layers, n_atoms, kernel_size, two_sided
         side_info = (True, two_sided)
-        self.layers = nn.ModuleList([SeparationLayer(n_atoms, kernel_size, side_info) for _ in range(n_layers)])
+        self.layers = nn.ModuleList([SeparationLayer(n_atoms, kernel_size, side_info, exclusion_step)
+                                     for _ in range(n_layers)])
         self.rendering = nn.ModuleList([PixelRendering(kernel_size) for _ in range(2 if two_sided else 1)])
         self.synthesis = nn.Conv2d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)  # Psi at the output
         nn.init.zeros_(self.synthesis.weight)
@@ -235,16 +243,31 @@ def gradient_exclusion(x1: torch.Tensor, x2: torch.Tensor, levels: int = 3) -> t
     return total / (2 * levels)
 
 
-def rendering_loss(model: UnfoldedSeparator, x, border: int = 0) -> torch.Tensor:
+def rendering_loss(model: UnfoldedSeparator, x, border: int = 0, scales: int = 2,
+                   intensity_weight: float = 0.02) -> torch.Tensor:
     """The photographs' renderings (of the batch just separated) must re-synthesise the mixture.
 
     A hidden side is painted independently of the other side's photograph, so the best prediction
     of the mixture from photograph 1 alone is side 1's X-ray plus a constant: fitting the rendering
     by regression on the mixture recovers side 1 without any truth (with both photographs, the sum
-    of the two renderings is fitted).  Constants are settled afterwards by the level convention.
+    of the two renderings is fitted).  In that regression the hidden side acts as noise, and its
+    chance resemblance to photograph 1 lies mostly at low spatial frequencies (natural images have
+    most of their power there), so the fit compares *gradients*, at ``scales`` scales, which
+    whitens that noise; a small ``intensity_weight`` on the plain difference still ties colours
+    that occur only in flat areas.  ``scales=0`` compares the plain difference alone (right when
+    both photographs are given: then only detector noise is left, and it is white).  Constants
+    are settled afterwards by the level convention.
     """
     crop = (Ellipsis, slice(border, -border), slice(border, -border)) if border else (Ellipsis,)
-    return F.mse_loss(sum(model._renderings)[crop], x[crop])
+    rendered, x = sum(model._renderings)[crop], x[crop]
+    if scales == 0:
+        return F.mse_loss(rendered, x)
+    total = intensity_weight * F.mse_loss(rendered, x)
+    for scale in range(scales):
+        if scale:
+            rendered, x = F.avg_pool2d(rendered, 2), F.avg_pool2d(x, 2)
+        total = total + sum(F.mse_loss(torch.diff(rendered, dim=axis), torch.diff(x, dim=axis)) for axis in (2, 3))
+    return total
 
 
 def separation_losses(model: UnfoldedSeparator, x, x1, x2, border: int = 0):

@@ -78,11 +78,15 @@ def _square_rgb(image: np.ndarray, size: int) -> np.ndarray:
 
 
 #: Photographs (scikit-image data names) of the two sides.  The method's settings were tuned on
-#: "default" and "chelsea-rocket" (the latter was the held-out panel until its results were used to
-#: choose settings); "held-out" is never used for tuning, to check that they generalise.
+#: the first six panels (pairs of four photographs); "held-out" uses two other photographs and is
+#: never used for tuning, to check that the settings generalise.
 PANELS = {
     "default": ("astronaut", "coffee"),
     "chelsea-rocket": ("chelsea", "rocket"),
+    "coffee-astronaut": ("coffee", "astronaut"),
+    "rocket-chelsea": ("rocket", "chelsea"),
+    "astronaut-rocket": ("astronaut", "rocket"),
+    "chelsea-coffee": ("chelsea", "coffee"),
     "held-out": ("motorcycle", "immunohistochemistry"),
 }
 
@@ -111,8 +115,8 @@ def make_double_sided_panel(size: int = 256, noise: float = 0.003, seed: int = 0
         Standard deviation of the Gaussian detector noise added to the mixture.
     seed : int
         Seed of the noise.
-    panel : {"default", "chelsea-rocket", "held-out"}
-        Which pair of photographs (see ``PANELS``).
+    panel : str
+        Which pair of photographs: a key of ``PANELS``.
 
     Returns
     -------

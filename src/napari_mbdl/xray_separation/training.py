@@ -34,11 +34,23 @@ class SeparationConfig:
         Adam step size.
     weight_rgb, weight_exclusion, weight_sparsity : float
         Weights of the RGB-consistency, exclusion and sparsity losses (re-synthesis has weight 1).
-        ``weight_exclusion`` None means :attr:`AUTO_EXCLUSION`: 0.01 with one photograph, 0 with two (on the tuning
-        panels the exclusion loss helped with one photograph and hurt with two).
+        ``weight_exclusion`` None means :attr:`AUTO_EXCLUSION`: 0.01 with one photograph, 0 with
+        two (on the tuning panels the exclusion loss helped with one photograph and hurt with two).
+    exclusion_step : bool or None
+        Whether the network's layers end with the exclusion proximal step (the exclusion term of
+        the sparsity model inside the network).  None: whenever the exclusion weight in effect
+        is positive, so that weight 0 is the model without its exclusion term (with both
+        photographs, the default; that model was better on five of the six tuning panels).
     rendering_iterations : int
         Adam steps that first fit the photographs' renderings alone to the mixture (cheap: the
         renderings are per-pixel maps and a blur), so the unfolded network starts from them.
+    rendering_scales : int or None
+        That fit compares gradients at this many scales (0: plain differences; see
+        :func:`~napari_mbdl.xray_separation.model.rendering_loss`).  None means
+        :attr:`AUTO_RENDERING_SCALES`: 2 with one photograph (the hidden side is the regression's
+        noise, and gradients whiten it), 0 with two (only white detector noise is left).
+    rendering_intensity_weight : float
+        Weight of the plain difference in that fit when it compares gradients.
     preview_every : int
         Evaluate, keep the best state and send a preview every this many iterations.
     seed : int
@@ -57,11 +69,29 @@ class SeparationConfig:
     weight_exclusion: float | None = None
     weight_sparsity: float = 1e-4
     preview_every: int = 25
+    exclusion_step: bool | None = None
     rendering_iterations: int = 1000
+    rendering_scales: int | None = None
+    rendering_intensity_weight: float = 0.02
     seed: int = 0
 
     #: exclusion weight used when ``weight_exclusion`` is None, by number of photographs
     AUTO_EXCLUSION = {1: 0.01, 2: 0.0}
+
+    def has_exclusion_step(self, two_sided: bool) -> bool:
+        """Whether the network's layers end with the exclusion proximal step."""
+        if self.exclusion_step is None:
+            return self.exclusion_weight(two_sided) > 0
+        return bool(self.exclusion_step)
+
+    #: scales of the rendering fit used when ``rendering_scales`` is None, by number of photographs
+    AUTO_RENDERING_SCALES = {1: 2, 2: 0}
+
+    def rendering_fit_scales(self, two_sided: bool) -> int:
+        """The gradient scales of the rendering fit in effect (0: plain differences)."""
+        if self.rendering_scales is None:
+            return self.AUTO_RENDERING_SCALES[2 if two_sided else 1]
+        return int(self.rendering_scales)
 
     def exclusion_weight(self, two_sided: bool) -> float:
         """The exclusion weight in effect (``weight_exclusion``, or the automatic choice)."""
@@ -172,7 +202,8 @@ def prepare_tensors(mixed, rgb1, rgb2, normalisation: Normalisation, device: str
 def build_model(config: SeparationConfig, two_sided: bool):
     from napari_mbdl.xray_separation.model import UnfoldedSeparator
 
-    return UnfoldedSeparator(config.n_layers, config.n_atoms, config.kernel_size, two_sided)
+    return UnfoldedSeparator(config.n_layers, config.n_atoms, config.kernel_size, two_sided,
+                             config.has_exclusion_step(two_sided))
 
 
 def _read_patches(arrays, corners, size):
@@ -323,13 +354,14 @@ def _fit_renderings(model, config, read_batch, normalisation, device, border, ca
     generator = torch.Generator().manual_seed(config.seed)
     parameters = list(model.rendering.parameters())
     optimiser = torch.optim.Adam(parameters, lr=5.0 * config.learning_rate)
+    scales = config.rendering_fit_scales(model.two_sided)
     for step in range(1, total + 1):
         if cancel is not None and cancel.cancelled:
             return
         pick = torch.randperm(pool, generator=generator)[: 4 * config.batch_size].to(device)
         t = {k: v[pick] for k, v in tensors.items()}
         model.render(t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
-        loss = rendering_loss(model, t["x"], border)
+        loss = rendering_loss(model, t["x"], border, scales, config.rendering_intensity_weight)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -343,11 +375,12 @@ def _side2_offset(model, arrays, normalisation, device, halo: int, grid: int = 4
 
     The mixture fixes only the *sum* of the two sides, so a constant can be traded between them
     (and training may drift one).  The convention gives the common level (support, ground) to
-    side 1 and puts side 2's darkest 1% at zero.  With a photograph of side 2 the percentile is
-    taken on side 2's fitted rendering and side 2's mean is matched to it: a percentile of the
-    network's output itself moves with how sharp its darkest details are.  Statistics are taken
-    over a ``grid`` x ``grid`` lattice of patches spread over the whole painting (each without the
-    margin that sees zero padding), so a large painting is sampled everywhere.
+    side 1 and puts side 2's darkest 1% at zero.  The percentile is taken on side 2's rendering
+    (its photograph's fitted rendering, or, with one photograph, the mixture minus side 1's) and
+    side 2's mean is matched to it: a percentile of the network's output itself moves with how
+    sharp its darkest details are.  Statistics are taken over a ``grid`` x ``grid`` lattice of
+    patches spread over the whole painting (each without the margin that sees zero padding), so a
+    large painting is sampled everywhere.
     """
     import torch
 
@@ -363,7 +396,9 @@ def _side2_offset(model, arrays, normalisation, device, halo: int, grid: int = 4
             t = prepare_tensors(*_read_patches(arrays, corners[start : start + 4], size), normalisation, device)
             _, x2 = model(t["x"], t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
             x2 = x2[:, 0].cpu().numpy()
-            rendered = model._renderings[-1][:, 0].cpu().numpy()
+            # side 2's rendering: its photograph's, or what side 1's rendering leaves of the mixture
+            rendered = (model._renderings[1] if model.two_sided else t["x"] - model._renderings[0])
+            rendered = rendered[:, 0].cpu().numpy()
             for (r, c), block, rendering in zip(corners[start : start + 4], x2, rendered):
                 # keep what the whole-image pass would compute the same: drop margins that are not
                 # at the painting's own edge
@@ -374,8 +409,6 @@ def _side2_offset(model, arrays, normalisation, device, halo: int, grid: int = 4
                 samples.append(block[top:bottom, left:right].ravel())
                 renderings.append(rendering[top:bottom, left:right].ravel())
     side2 = np.concatenate(samples)
-    if not model.two_sided:
-        return float(-np.percentile(side2, 1.0))
     rendering = np.concatenate(renderings)
     return float(rendering.mean() - np.percentile(rendering, 1.0) - side2.mean())
 
