@@ -13,9 +13,10 @@ def _psnr(estimate, truth, without_constant=False):
 def test_separation_beats_the_grey_mapping_baselines():
     """150 iterations on a 128 x 128 default panel (a regression check on a tuning panel, ~1 min).
 
-    With one photograph the sides beat grey mapping + remainder (a) in plain PSNR (measured +3.0
-    dB when written); with both photographs their structure (PSNR without the constant) beats the
-    grey mappings of both photographs (a2) by far (measured +9.8 / +6.5 dB).
+    With one photograph the sides beat grey mapping + remainder (a) both in plain PSNR and in
+    structure (PSNR without the constant; measured +4.5 / +4.6 and +5.1 / +5.0 dB); with both
+    photographs their structure beats the grey mappings of both photographs (a2) by far (measured
+    +11.4 / +8.8 dB).
     """
     from napari_mbdl.xray_separation.api import separate_xray
     from napari_mbdl.xray_separation.synthetic import make_double_sided_panel
@@ -28,7 +29,9 @@ def test_separation_beats_the_grey_mapping_baselines():
     result = separate_xray(panel.mixed, panel.rgb1, config=SeparationConfig(iterations=150), device="cpu")
     for estimate, baseline, truth in zip((result.side1, result.side2), (side1, panel.mixed - side1), truths):
         gain = _psnr(estimate, truth) - _psnr(baseline, truth)
-        assert gain > 1.0, f"one photograph: only {gain:.2f} dB better than (a)"
+        assert gain > 2.0, f"one photograph: only {gain:.2f} dB better than (a)"
+        gain = _psnr(estimate, truth, True) - _psnr(baseline, truth, True)
+        assert gain > 2.0, f"one photograph: only {gain:.2f} dB better than (a) without the constant"
 
     both = fit_normalisation(panel.mixed, panel.rgb1, panel.rgb2)
     baselines = (grey_mapping(panel.rgb1, both.mapping1) * both.span + both.low,
@@ -37,4 +40,4 @@ def test_separation_beats_the_grey_mapping_baselines():
                            device="cpu")
     for estimate, baseline, truth in zip((result.side1, result.side2), baselines, truths):
         gain = _psnr(estimate, truth, True) - _psnr(baseline, truth, True)
-        assert gain > 3.0, f"two photographs: only {gain:.2f} dB better than (a2) without the constant"
+        assert gain > 5.0, f"two photographs: only {gain:.2f} dB better than (a2) without the constant"
