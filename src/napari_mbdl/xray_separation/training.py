@@ -296,7 +296,7 @@ def train_separator_steps(
     start = time.monotonic()
     stopped_early = False
     done = 0
-    yield Progress("training", 0, config.iterations, "starting from the grey-level mapping", preview())
+    yield Progress("training", 0, config.iterations, "starting from the renderings fitted to the mixture", preview())
     for iteration in range(1, config.iterations + 1):
         if cancel is not None and cancel.cancelled:
             stopped_early = True
