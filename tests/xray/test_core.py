@@ -258,7 +258,7 @@ def test_rendering_fit_reports_progress_and_stops_on_cancel(panel):
     messages = []
     run_steps(train_separator_steps(panel.mixed, panel.rgb1, None, replace(FAST, rendering_iterations=250)),
               lambda e: messages.append(e.message))
-    fits = [m for m in messages if "renderings" in m]
+    fits = [m for m in messages if m.startswith("fitting the photographs'")]
     assert fits == [f"fitting the photographs' X-ray renderings ({n}/250)" for n in (0, 100, 200)]
 
     cancel = CancelToken()
