@@ -76,7 +76,7 @@ def test_rendering_loss_compares_gradients_unless_told_otherwise():
     # gradients ignore a constant; the plain difference (scales=0) and the intensity term do not
     shifted = x + 0.1
     assert float(rendering_loss(model, shifted, scales=2, intensity_weight=0.0)) < 1e-12
-    assert float(rendering_loss(model, shifted, scales=0)) == pytest.approx(0.01, rel=1e-4)
+    assert float(rendering_loss(model, shifted, scales=0, intensity_weight=0.0)) == pytest.approx(0.01, rel=1e-4)
     assert float(rendering_loss(model, shifted, scales=2, intensity_weight=0.5)) == pytest.approx(0.005, rel=1e-4)
     # a rescaled mixture is penalised at every scale
     assert float(rendering_loss(model, 2 * x, scales=2, intensity_weight=0.0)) > 0.01

@@ -56,10 +56,11 @@ class HaarFrame(nn.Module):
 class SeparationLayer(nn.Module):
     """One unfolded iteration of the proximal-gradient solver (see the module docstring)."""
 
-    def __init__(self, n_atoms: int, kernel_size: int, side_info: tuple[bool, bool], exclusion: bool = True) -> None:
+    def __init__(self, n_atoms: int, kernel_size: int, side_info: tuple[bool, bool],
+                 exclusion_step: bool = True) -> None:
         super().__init__()
         pad = kernel_size // 2
-        self.use_exclusion = exclusion
+        self.exclusion_step = exclusion_step
 
         def conv(cin: int, cout: int) -> nn.Conv2d:
             return nn.Conv2d(cin, cout, kernel_size, padding=pad, bias=False)
@@ -114,7 +115,7 @@ class SeparationLayer(nn.Module):
             if self.side_info[side]:
                 y = y + self.rgb_adjoint[side](rgbs[side] - self.rgb[side](ys[side]))
             new_y.append(y)
-        if not self.use_exclusion:
+        if not self.exclusion_step:
             return new_y, new_z
         y2 = self._exclude(new_y[1], new_y[0])
         y1 = self._exclude(new_y[0], y2)
@@ -243,8 +244,8 @@ def gradient_exclusion(x1: torch.Tensor, x2: torch.Tensor, levels: int = 3) -> t
     return total / (2 * levels)
 
 
-def rendering_loss(model: UnfoldedSeparator, x, border: int = 0, scales: int = 2,
-                   intensity_weight: float = 0.02) -> torch.Tensor:
+def rendering_loss(model: UnfoldedSeparator, x, *, scales: int, intensity_weight: float,
+                   border: int = 0) -> torch.Tensor:
     """The photographs' renderings (of the batch just separated) must re-synthesise the mixture.
 
     A hidden side is painted independently of the other side's photograph, so the best prediction

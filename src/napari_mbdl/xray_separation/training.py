@@ -251,7 +251,8 @@ def train_separator_steps(
     height, width = mixed.shape
     size = (min(config.patch_size, height), min(config.patch_size, width))
     arrays = (mixed, rgb1, rgb2)
-    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "exclusion": config.exclusion_weight(two_sided), "sparsity": config.weight_sparsity}
+    weights = {"resynthesis": 1.0, "rgb": config.weight_rgb, "exclusion": config.exclusion_weight(two_sided),
+               "sparsity": config.weight_sparsity}
     # borders of patches see zero padding that the whole image does not: leave them out of the loss
     border = min(4, size[0] // 8, size[1] // 8)
 
@@ -361,7 +362,8 @@ def _fit_renderings(model, config, read_batch, normalisation, device, border, ca
         pick = torch.randperm(pool, generator=generator)[: 4 * config.batch_size].to(device)
         t = {k: v[pick] for k, v in tensors.items()}
         model.render(t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
-        loss = rendering_loss(model, t["x"], border, scales, config.rendering_intensity_weight)
+        loss = rendering_loss(model, t["x"], scales=scales, intensity_weight=config.rendering_intensity_weight,
+                              border=border)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
