@@ -44,6 +44,9 @@ def test_sample_data_to_separated_layers(make_napari_viewer_proxy, qtbot):
     total = viewer.layers["xray: separated side 1"].data + viewer.layers["xray: separated side 2"].data
     assert np.abs(total - mixed_before).mean() < 0.05
     np.testing.assert_array_equal(viewer.layers["xray: mixed X-ray"].data, mixed_before)
+    # the layers say how long it trained and which network is kept
+    note = viewer.layers["xray: separated side 1"].metadata["xray_separation"]
+    assert note == widget.last_separation.trained.summary() and note.startswith("trained 6 iterations")
 
 
 def test_two_sided_with_second_photograph(make_napari_viewer_proxy, qtbot):
@@ -76,6 +79,7 @@ def test_cancel_during_training_keeps_the_best_network(make_napari_viewer_proxy,
     trained = widget.last_separation.trained
     assert trained.stopped_early and trained.iterations_done < 500
     assert "xray: separated side 2" in viewer.layers
+    assert "(stopped early)" in viewer.layers["xray: separated side 2"].metadata["xray_separation"]
 
 
 def test_bad_input_is_a_notification_not_a_crash(make_napari_viewer_proxy, qtbot):

@@ -39,11 +39,11 @@ class XraySeparationWidget(JobWidget):
         self.iterations = SpinBox(label="training iterations", value=200, min=0, max=100_000, step=50)
         self.minutes = FloatSpinBox(label="or at most (minutes)", value=5.0, min=0.1, max=600.0, step=0.5)
         self.preview_every = SpinBox(label="preview every (iterations)", value=25, min=1, max=10_000)
-        # the minimum (-0.01) reads "auto": 0.01 with one photograph, 0 with two
+        # the minimum (-0.01) reads "auto": 0.005 with one photograph, 0 with two
         self.exclusion = FloatSpinBox(label="exclusion weight", value=-0.01, min=-0.01, max=1.0, step=0.01,
-                                      tooltip="how strongly the two sides' edges are kept apart (auto: 0.01 "
-                                              "with one photograph, 0 with two; 0 also drops the network's "
-                                              "exclusion step); results are sensitive to it")
+                                      tooltip="how strongly the two sides' edges are kept apart (auto: 0.005 "
+                                              "with one photograph, 0 with two; 0 is the model without "
+                                              "its exclusion term); results are sensitive to it")
         self.exclusion.native.setDecimals(3)
         self.exclusion.native.setSpecialValueText("auto")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
@@ -152,8 +152,7 @@ class XraySeparationWidget(JobWidget):
                 self._training = False
             self.last_separation = result
             trained = result.trained
-            note = (f"trained {trained.iterations_done} iterations"
-                    + (" (stopped early; best network kept)" if trained.stopped_early else ""))
+            note = trained.summary()
             yield Progress("done", 1, 1, note)
             common = {"scale": meta["scale"], "translate": meta["translate"]}
             error = np.abs(np.asarray(result.error))

@@ -45,8 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-registration-check", action="store_true", help="do not refuse misregistered photographs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclusion-weight", type=float, default=None,
-                   help="weight of the exclusion loss (default: 0.01 with one photograph, 0 with two; 0 "
-                        "also drops the network's exclusion step; results are sensitive to it)")
+                   help="weight of the exclusion loss (default: 0.005 with one photograph, 0 with two; 0 "
+                        "is the model without its exclusion term; results are sensitive to it)")
     add_common_arguments(p)
     p.set_defaults(func=_separate)
 
@@ -92,8 +92,8 @@ def _separate(args) -> int:
         quiet=args.quiet,
     )
     trained = result.trained
-    print(f"wrote {result.run.path} (channels: side 1, side 2, re-synthesis error); trained "
-          f"{trained.iterations_done} iterations on {result.run.device}, final loss {trained.history[-1]['loss']:.5f}")
+    print(f"wrote {result.run.path} (channels: side 1, side 2, re-synthesis error); on {result.run.device}, "
+          f"{trained.summary()}")
     return 0
 
 

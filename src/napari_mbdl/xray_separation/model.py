@@ -10,10 +10,13 @@ Model (slides "X-ray Separation - Proposed Sparsity Model" / "Exclusion Loss")::
 
 One layer of the network is one pass of the proximal-gradient (ISTA-like) solver of this problem:
 a shrinkage step on the sparse codes of each side, a gradient step on each side's image (mixture
-fit, coupling to its codes, consistency with its RGB when that side has one), then the exclusion
-proximal step, which soft-thresholds one side's undecimated Haar coefficients by an amount
-proportional to the other side's coefficients (the proximal map of ``mu |a| |b|`` in ``a``).
-All operators (Theta, its adjoint step, Psi, Phi, thresholds, step sizes) are learned, per layer.
+fit, coupling to its codes, consistency with its RGB when that side has one), then, optionally,
+the exclusion proximal step, which soft-thresholds one side's undecimated Haar coefficients by an
+amount proportional to the other side's coefficients (the proximal map of ``mu |a| |b|`` in
+``a``).  By default the exclusion term acts through the training loss only
+(:func:`gradient_exclusion`), as in the paper's self-supervised training: on the tuning panels
+the step in the layers made the separation worse.  All operators (Theta, its adjoint step, Psi,
+Phi, thresholds, step sizes) are learned, per layer.
 
 Side 1 starts from an "X-ray rendering" of its RGB photograph (the least-squares grey-level
 mapping fitted to the mixture, a small learned per-pixel correction and a learned blur) and side 2
@@ -57,7 +60,7 @@ class SeparationLayer(nn.Module):
     """One unfolded iteration of the proximal-gradient solver (see the module docstring)."""
 
     def __init__(self, n_atoms: int, kernel_size: int, side_info: tuple[bool, bool],
-                 exclusion_step: bool = True) -> None:
+                 exclusion_step: bool = False) -> None:
         super().__init__()
         pad = kernel_size // 2
         self.exclusion_step = exclusion_step
@@ -154,12 +157,12 @@ class UnfoldedSeparator(nn.Module):
     two_sided : bool
         Whether an RGB photograph of side 2 is given as well.
     exclusion_step : bool
-        Whether each layer ends with the exclusion proximal step (False: the model without its
-        exclusion term, for comparison).
+        Whether each layer ends with the exclusion proximal step (by default the exclusion term
+        acts through the training loss only).
     """
 
     def __init__(self, n_layers: int = 4, n_atoms: int = 16, kernel_size: int = 5, two_sided: bool = False,
-                 exclusion_step: bool = True):
+                 exclusion_step: bool = False):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError("kernel_size must be odd")

@@ -34,13 +34,14 @@ class SeparationConfig:
         Adam step size.
     weight_rgb, weight_exclusion, weight_sparsity : float
         Weights of the RGB-consistency, exclusion and sparsity losses (re-synthesis has weight 1).
-        ``weight_exclusion`` None means :attr:`AUTO_EXCLUSION`: 0.01 with one photograph, 0 with
-        two (on the tuning panels the exclusion loss helped with one photograph and hurt with two).
-    exclusion_step : bool or None
+        ``weight_exclusion`` None means :attr:`AUTO_EXCLUSION`: 0.005 with one photograph, 0 with
+        two (on the tuning panels the exclusion loss helped with one photograph, by far, and gave
+        no consistent gain with two).
+    exclusion_step : bool
         Whether the network's layers end with the exclusion proximal step (the exclusion term of
-        the sparsity model inside the network).  None: whenever the exclusion weight in effect
-        is positive, so that weight 0 is the model without its exclusion term (with both
-        photographs, the default; that model was better on five of the six tuning panels).
+        the sparsity model inside the network, on top of the exclusion loss).  Off by default: on
+        the tuning panels, with one photograph, the exclusion loss alone separated better than
+        loss and step together, and with two the step made the structure worse on every panel.
     rendering_iterations : int
         Adam steps that first fit the photographs' renderings alone to the mixture (cheap: the
         renderings are per-pixel maps and a blur), so the unfolded network starts from them.
@@ -69,20 +70,14 @@ class SeparationConfig:
     weight_exclusion: float | None = None
     weight_sparsity: float = 1e-4
     preview_every: int = 25
-    exclusion_step: bool | None = None
+    exclusion_step: bool = False
     rendering_iterations: int = 1000
     rendering_scales: int | None = None
     rendering_intensity_weight: float = 0.02
     seed: int = 0
 
     #: exclusion weight used when ``weight_exclusion`` is None, by number of photographs
-    AUTO_EXCLUSION = {1: 0.01, 2: 0.0}
-
-    def has_exclusion_step(self, two_sided: bool) -> bool:
-        """Whether the network's layers end with the exclusion proximal step."""
-        if self.exclusion_step is None:
-            return self.exclusion_weight(two_sided) > 0
-        return bool(self.exclusion_step)
+    AUTO_EXCLUSION = {1: 0.005, 2: 0.0}
 
     #: scales of the rendering fit used when ``rendering_scales`` is None, by number of photographs
     AUTO_RENDERING_SCALES = {1: 2, 2: 0}
@@ -132,6 +127,22 @@ class TrainedSeparator:
     history: list[dict[str, float]] = field(default_factory=list)
     iterations_done: int = 0
     stopped_early: bool = False
+    #: the training iteration whose network is kept (lowest evaluation loss); 0 means that no
+    #: training step improved on the start, the photographs' renderings fitted to the mixture
+    best_iteration: int = 0
+
+    def summary(self) -> str:
+        """One line for the user: how long it trained and which network is kept."""
+        text = f"trained {self.iterations_done} iterations"
+        if self.stopped_early:
+            text += " (stopped early)"
+        losses = {h["iteration"]: h["loss"] for h in self.history}
+        loss = f" (loss {losses[self.best_iteration]:.5f})" if self.best_iteration in losses else ""
+        if self.best_iteration > 0:
+            return text + f"; kept the network of iteration {self.best_iteration}{loss}"
+        if self.iterations_done > 0:
+            return text + f"; no step improved on the fitted renderings, which are kept{loss}"
+        return text + f"; separated with the fitted renderings{loss}"
 
 
 def _subsample(array, step: int) -> np.ndarray:
@@ -203,7 +214,7 @@ def build_model(config: SeparationConfig, two_sided: bool):
     from napari_mbdl.xray_separation.model import UnfoldedSeparator
 
     return UnfoldedSeparator(config.n_layers, config.n_atoms, config.kernel_size, two_sided,
-                             config.has_exclusion_step(two_sided))
+                             config.exclusion_step)
 
 
 def _read_patches(arrays, corners, size):
@@ -293,6 +304,7 @@ def train_separator_steps(
                                    normalisation, device, border, cancel)
     best_loss, parts = evaluate()
     best_state = copy.deepcopy(model.state_dict())
+    best_iteration = 0
     history = [{"iteration": 0, "loss": best_loss, **parts}]
     start = time.monotonic()
     stopped_early = False
@@ -324,7 +336,7 @@ def train_separator_steps(
             value, parts = evaluate()
             history.append({"iteration": iteration, "loss": value, **parts})
             if value < best_loss:
-                best_loss, best_state = value, copy.deepcopy(model.state_dict())
+                best_loss, best_state, best_iteration = value, copy.deepcopy(model.state_dict()), iteration
             model_preview = preview()
             yield Progress("training", iteration, config.iterations,
                            f"loss {value:.5f} (best {best_loss:.5f})", model_preview)
@@ -333,7 +345,7 @@ def train_separator_steps(
     model.load_state_dict(best_state)
     state = {k: v.detach().cpu().numpy().copy() for k, v in best_state.items()}
     trained = TrainedSeparator(config, two_sided, state, normalisation, history=history,
-                               iterations_done=done, stopped_early=stopped_early)
+                               iterations_done=done, stopped_early=stopped_early, best_iteration=best_iteration)
     trained.side2_offset = _side2_offset(model, arrays, normalisation, device, config.halo)
     return trained
 
