@@ -5,20 +5,24 @@ Prints, for side information from one side and from both sides:
 * PSNR / SSIM of each separated side against the truth, for
   (a) the fitted grey-level mapping of the photograph of side 1, side 2 = mixture - side 1;
   (a2) with both photographs: both sides from their fitted grey-level mappings;
-  (r) the network's starting point: the photographs' renderings fitted to the mixture (no
-      training of the unfolded layers); side 2 = its rendering or mixture - side 1's rendering;
+  (r) the network's starting point: the photographs' renderings fitted to the mixture, i.e. the
+      method with no training step of the unfolded layers;
   (b) the model without its exclusion term: no exclusion step in the layers, no exclusion loss;
   (b') with one photograph: the exclusion step in the layers but no exclusion loss;
-  (c) the method: the unfolded network with its default losses (exclusion weight 0.01 and the
-      exclusion step with one photograph; no exclusion with two, where (c) = (b) and (e) shows
-      the network with the exclusion step and loss 0.01);
+  (e) with one photograph: the exclusion step in the layers as well as the exclusion loss; with
+      two: the exclusion loss of the one-photograph default;
+  (c) the method: the unfolded network with its default losses (with one photograph the
+      exclusion loss, weight 0.005, and no exclusion step; no exclusion with two, where (c) = (b));
 * "noDC": PSNR after removing each side's mean error.  A constant can always be traded between
   the two sides (the mixture fixes only their sum), so this shows the structure separately from
   the constant chosen by the convention "side 2's darkest 1% is at zero";
+* "kept": the training iteration whose network the method keeps (lowest self-supervised loss on
+  fixed evaluation patches); 0 means no training step improved on the start (r), which is kept;
 * the time to train and to separate a 2048 x 2048 mixture on this machine's CPU (and on a GPU
   when one is present).
 
-Run: ``python benchmarks/bench_xray.py [--size 256] [--iterations 300] [--threads 1]``.
+Run: ``python benchmarks/bench_xray.py [--panel NAME] [--size 256] [--iterations 300] [--threads 1]
+[--skip-timing | --timing-only]``.
 All data are generated here from scikit-image photographs; nothing is downloaded.
 """
 
@@ -51,35 +55,27 @@ def scores(estimate, truth):
     }
 
 
-def row(name, side1, side2, panel, seconds=None):
+def row(name, side1, side2, panel, seconds=None, kept=None):
     s1, s2 = scores(side1, panel.xray1), scores(side2, panel.xray2)
     timing = f"{seconds:7.1f}" if seconds is not None else "      -"
+    kept = f"{kept:5d}" if kept is not None else "    -"
     print(f"  {name:38s} {s1['psnr']:6.2f} {s1['ssim']:6.3f} {s1['psnr_nodc']:6.2f} | "
-          f"{s2['psnr']:6.2f} {s2['ssim']:6.3f} {s2['psnr_nodc']:6.2f} | {timing}", flush=True)
+          f"{s2['psnr']:6.2f} {s2['ssim']:6.3f} {s2['psnr_nodc']:6.2f} | {timing} | {kept}", flush=True)
     return s1, s2
 
 
-def fitted_renderings(panel, config, two_sided):
-    """(r): the photographs' renderings fitted to the mixture, i.e. the network's starting point.
+def starting_point(panel, config, two_sided):
+    """(r): the network's starting point, the photographs' renderings fitted to the mixture.
 
-    Side 2 is its own rendering (two photographs) or the mixture minus side 1's rendering, set to the
-    level convention (darkest 1% at zero); side 1 is the rest of the mixture.
+    It is what the method returns with no training step (``iterations=0``), with the method's
+    own split of what the renderings leave of the mixture and its level convention, so (c) minus
+    (r) is exactly what the unfolded training adds.
     """
-    from dataclasses import replace
-
     from napari_mbdl.xray_separation.api import separate_xray
-    from napari_mbdl.xray_separation.training import load_model, prepare_tensors
 
-    rgb2 = panel.rgb2 if two_sided else None
-    trained = separate_xray(panel.mixed, panel.rgb1, rgb2, config=replace(config, iterations=0),
-                            device="cpu").trained
-    norm = trained.normalisation
-    t = prepare_tensors(panel.mixed[None], panel.rgb1[None], None if rgb2 is None else rgb2[None], norm, "cpu")
-    renderings = load_model(trained, "cpu").render(t["rgb1"], t["linear1"], t.get("rgb2"), t.get("linear2"))
-    renderings = [r[0, 0].detach().numpy() for r in renderings]
-    side2 = renderings[1] * norm.span if two_sided else panel.mixed - (renderings[0] * norm.span + norm.low)
-    side2 = side2 - np.percentile(side2, 1.0)
-    return panel.mixed - side2, side2
+    result = separate_xray(panel.mixed, panel.rgb1, panel.rgb2 if two_sided else None,
+                           config=replace(config, iterations=0), device="cpu")
+    return result.side1, result.side2
 
 
 def main() -> None:
@@ -95,6 +91,7 @@ def main() -> None:
     parser.add_argument("--panel", choices=list(PANELS), default="default",
                         help="held-out: photographs never used to tune the method's settings")
     parser.add_argument("--skip-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true", help="only the 2048 x 2048 timing")
     args = parser.parse_args()
 
     import torch
@@ -111,8 +108,8 @@ def main() -> None:
           f"skimage {back} (mirrored); torch {torch.__version__}, {args.threads} CPU thread(s), {args.iterations} training "
           f"iterations, seed {args.seed}")
     header = (f"  {'method':38s} {'PSNR':>6s} {'SSIM':>6s} {'noDC':>6s} | {'PSNR':>6s} {'SSIM':>6s} "
-              f"{'noDC':>6s} | {'time s':>7s}")
-    for two_sided in (False, True):
+              f"{'noDC':>6s} | {'time s':>7s} | {'kept':>5s}")
+    for two_sided in () if args.timing_only else (False, True):
         print(f"\n== side information: {'both photographs' if two_sided else 'photograph of side 1 only'} ==")
         print(f"  {'':38s} {'------ side 1 ------':>20s} | {'------ side 2 ------':>20s} |")
         print(header)
@@ -125,21 +122,24 @@ def main() -> None:
             s2 = grey_mapping(panel.rgb2, both.mapping2) * both.span
             results["a2"] = row("(a2) grey mappings of both photographs", s1, s2, panel)
         config = SeparationConfig(iterations=args.iterations, seed=args.seed, preview_every=50)
-        results["r"] = row("(r) renderings fitted to the mixture",
-                           *fitted_renderings(panel, config, two_sided), panel)
+        results["r"] = row("(r) the start: fitted renderings",
+                           *starting_point(panel, config, two_sided), panel)
         weight = config.exclusion_weight(two_sided)
         variants = [("b", "(b) unfolded net without exclusion", replace(config, weight_exclusion=0.0))]
         if weight > 0:
             variants.append(("b'", "(b') exclusion step, no exclusion loss",
                              replace(config, weight_exclusion=0.0, exclusion_step=True)))
-            variants.append(("c", f"(c) the method (exclusion {weight:g})", config))
+            variants.append(("e", f"(e) exclusion step and loss {weight:g}", replace(config, exclusion_step=True)))
+            variants.append(("c", f"(c) the method (exclusion loss {weight:g})", config))
         else:  # the default switches exclusion off here: show what the one-photograph setting does
-            variants.append(("e", "(e) with exclusion (step, loss 0.01)", replace(config, weight_exclusion=0.01)))
+            one = config.exclusion_weight(two_sided=False)
+            variants.append(("e", f"(e) with exclusion loss {one:g}", replace(config, weight_exclusion=one)))
         for key, name, variant in variants:
             start = time.perf_counter()
             result = separate_xray(panel.mixed, panel.rgb1, panel.rgb2 if two_sided else None,
                                    config=variant, device="cpu")
-            results[key] = row(name, result.side1, result.side2, panel, time.perf_counter() - start)
+            results[key] = row(name, result.side1, result.side2, panel, time.perf_counter() - start,
+                               result.trained.best_iteration)
         if weight == 0:
             print("  (c) the method = (b): with two photographs its default has no exclusion")
             results["c"] = results["b"]
