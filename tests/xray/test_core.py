@@ -43,27 +43,74 @@ def test_grey_mapping_puts_the_darkest_percent_of_side_2_at_zero(panel):
     assert abs(np.percentile(grey_mapping(panel.rgb2, both.mapping2), 1.0)) < 1e-3
 
 
-def test_halo_covers_the_receptive_field():
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_halo_covers_the_receptive_field(two_sided):
     import torch
 
     from napari_mbdl.xray_separation.model import UnfoldedSeparator
 
     torch.manual_seed(0)
-    # with the exclusion step, the widest receptive field the layers can have
-    model = UnfoldedSeparator(n_layers=2, n_atoms=4, kernel_size=5, exclusion_step=True).eval()
+    # with the exclusion step (and, with two photographs, the exclusion split of the rest), the
+    # widest receptive field the network can have
+    model = UnfoldedSeparator(n_layers=2, n_atoms=4, kernel_size=5, two_sided=two_sided, exclusion_step=True,
+                              exclusion_split=True).eval()
     for p in model.parameters():  # make every path active
         p.data.add_(0.05 * torch.randn_like(p))
+    model.split_floor.fill_(1e-3)
     size, centre = 96, 48
-    x = torch.rand(1, 1, size, size)
-    rgb = torch.rand(1, 3, size, size)
-    lin = rgb.mean(1, keepdim=True)
-    base = model(x, rgb, lin)[0]
-    bumped = x.clone()
-    bumped[..., centre, centre] += 1.0
-    changed = (model(bumped, rgb, lin)[0] - base).abs()[0, 0] > 1e-7
-    rows, cols = np.nonzero(changed.numpy())
-    reach = max(np.abs(rows - centre).max(), np.abs(cols - centre).max())
-    assert 0 < reach <= UnfoldedSeparator.receptive_radius(2, 5)
+    inputs = {"x": torch.rand(1, 1, size, size), "rgb1": torch.rand(1, 3, size, size)}
+    inputs["linear1"] = inputs["rgb1"].mean(1, keepdim=True)
+    if two_sided:
+        inputs["rgb2"] = torch.rand(1, 3, size, size)
+        inputs["linear2"] = inputs["rgb2"].mean(1, keepdim=True)
+    base = model(**inputs)
+    radius = UnfoldedSeparator.receptive_radius(2, 5, exclusion_split=two_sided)
+    for name in inputs:  # a change of any input pixel reaches at most the radius, in both outputs
+        bumped = dict(inputs)
+        bumped[name] = inputs[name].clone()
+        bumped[name][..., centre, centre] += 1.0
+        changed = sum((a - b).abs() for a, b in zip(model(**bumped), base))[0, 0] > 1e-7
+        rows, cols = np.nonzero(changed.numpy())
+        reach = max(np.abs(rows - centre).max(), np.abs(cols - centre).max())
+        assert 0 < reach <= radius, name
+
+
+def test_exclusion_split_gives_the_rest_to_the_side_with_edges_there():
+    import torch
+
+    from napari_mbdl.xray_separation.model import edge_share
+
+    size = 64
+    rendering1 = torch.zeros(1, 1, size, size)
+    rendering1[..., :, size // 2 :] = 1.0  # side 1: one vertical edge in the middle
+    rendering2 = torch.zeros(1, 1, size, size)
+    rendering2[..., size // 4 :, :] = 1.0  # side 2: one horizontal edge at a quarter
+    share = edge_share(rendering1, rendering2, floor=1e-3)[0, 0]
+    assert share[40, size // 2] > 0.95  # on side 1's edge, far from side 2's
+    assert share[size // 4, 10] < 0.05  # on side 2's edge, far from side 1's
+    assert share[50, 10] == pytest.approx(0.5)  # flat in both: half each
+    flat = edge_share(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), floor=0.0)
+    assert torch.equal(flat, torch.full_like(flat, 0.5))  # no 0 / 0
+
+
+def test_exclusion_split_is_used_with_two_photographs_unless_exclusion_is_off(panel):
+    from napari_mbdl.xray_separation.api import separate_xray
+    from napari_mbdl.xray_separation.training import load_model
+
+    config = SeparationConfig()
+    assert config.exclusion_split_in_effect(two_sided=True)
+    assert not config.exclusion_split_in_effect(two_sided=False)  # one photograph: no rest to share
+    assert not replace(config, weight_exclusion=0.0).exclusion_split_in_effect(two_sided=True)
+    assert not replace(config, exclusion_split=False).exclusion_split_in_effect(two_sided=True)
+    split = separate_xray(panel.mixed, panel.rgb1, panel.rgb2, config=replace(FAST, iterations=0), device="cpu")
+    half = separate_xray(panel.mixed, panel.rgb1, panel.rgb2, config=replace(FAST, iterations=0, weight_exclusion=0.0),
+                         device="cpu")
+    assert load_model(split.trained, "cpu").exclusion_split and split.trained.state["split_floor"] > 0
+    assert not load_model(half.trained, "cpu").exclusion_split
+    # same renderings, same mixture: only how the rest is shared differs (the untrained layers
+    # are close to, not exactly, a no-op)
+    np.testing.assert_allclose(split.side1 + split.side2, half.side1 + half.side2, atol=2e-3)
+    assert np.abs(split.side1 - half.side1).max() > 1e-2
 
 
 def test_rendering_loss_compares_gradients_unless_told_otherwise():
@@ -99,6 +146,32 @@ def test_exclusion_step_can_be_left_out_of_the_layers():
         gradients = [layer.exclusion.grad for layer in model.layers]
         # the exclusion thresholds take part only when the layers have the exclusion step
         assert all((g is not None and g.abs().sum() > 0) == step for g in gradients)
+
+
+def test_tiled_separation_equals_whole_image_with_two_photographs(panel):
+    from napari_mbdl.xray_separation.api import separate_xray
+    from napari_mbdl.xray_separation.training import load_model, separate_block
+
+    result = separate_xray(panel.mixed, panel.rgb1, panel.rgb2, config=FAST, device="cpu", tile=(32, 32))
+    assert result.run.chunks_total == 4
+    model = load_model(result.trained, "cpu")
+    assert model.exclusion_split  # its floor is the painting's, not each tile's
+    whole = separate_block(result.trained, model, "cpu", panel.mixed[None], panel.rgb1[None], panel.rgb2[None])[0]
+    np.testing.assert_allclose(np.moveaxis(whole, -1, 0), result.stacked, atol=1e-5)
+    # level convention: side 2's mean is that of its start (its rendering plus its share of the
+    # rest), with the start's darkest 1% at zero
+    import torch
+
+    from napari_mbdl.xray_separation.model import edge_share
+    from napari_mbdl.xray_separation.training import prepare_tensors
+
+    norm = result.trained.normalisation
+    t = prepare_tensors(panel.mixed[None], panel.rgb1[None], panel.rgb2[None], norm, "cpu")
+    with torch.no_grad():
+        renderings = model.render(t["rgb1"], t["linear1"], t["rgb2"], t["linear2"])
+        share = edge_share(*renderings, model.split_floor)
+        start = (renderings[1] + (1 - share) * (t["x"] - renderings[0] - renderings[1]))[0, 0].numpy() * norm.span
+    assert result.side2.mean() == pytest.approx(start.mean() - np.percentile(start, 1.0), abs=1e-4)
 
 
 def test_tiled_separation_equals_whole_image(panel):

@@ -39,11 +39,13 @@ class XraySeparationWidget(JobWidget):
         self.iterations = SpinBox(label="training iterations", value=200, min=0, max=100_000, step=50)
         self.minutes = FloatSpinBox(label="or at most (minutes)", value=5.0, min=0.1, max=600.0, step=0.5)
         self.preview_every = SpinBox(label="preview every (iterations)", value=25, min=1, max=10_000)
-        # the minimum (-0.01) reads "auto": 0.005 with one photograph, 0 with two
+        # the minimum (-0.01) reads "auto" (SeparationConfig.AUTO_EXCLUSION)
         self.exclusion = FloatSpinBox(label="exclusion weight", value=-0.01, min=-0.01, max=1.0, step=0.01,
-                                      tooltip="how strongly the two sides' edges are kept apart (auto: 0.005 "
-                                              "with one photograph, 0 with two; 0 is the model without "
-                                              "its exclusion term); results are sensitive to it")
+                                      tooltip="how strongly the two sides' edges are kept apart, in the "
+                                              "training loss (auto: 0.005 with one photograph; 0 with two, "
+                                              "where the exclusion shares what the photographs leave "
+                                              "unexplained by the sides' edges); 0 is the model without "
+                                              "its exclusion term; results are sensitive to it")
         self.exclusion.native.setDecimals(3)
         self.exclusion.native.setSpecialValueText("auto")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")

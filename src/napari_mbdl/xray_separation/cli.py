@@ -45,8 +45,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-registration-check", action="store_true", help="do not refuse misregistered photographs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exclusion-weight", type=float, default=None,
-                   help="weight of the exclusion loss (default: 0.005 with one photograph, 0 with two; 0 "
-                        "is the model without its exclusion term; results are sensitive to it)")
+                   help="weight of the exclusion loss (default: 0.005 with one photograph; 0 with two, "
+                        "where the exclusion shares what the photographs leave unexplained by the sides' "
+                        "edges); 0 is the model without its exclusion term; results are sensitive to it")
     add_common_arguments(p)
     p.set_defaults(func=_separate)
 

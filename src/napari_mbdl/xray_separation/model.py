@@ -20,7 +20,11 @@ Phi, thresholds, step sizes) are learned, per layer.
 
 Side 1 starts from an "X-ray rendering" of its RGB photograph (the least-squares grey-level
 mapping fitted to the mixture, a small learned per-pixel correction and a learned blur) and side 2
-from what that leaves of the mixture.
+from what that leaves of the mixture.  With both photographs each side starts from its own
+rendering, and what the two renderings leave of the mixture (the rest) is shared between the
+sides by the exclusion principle: at each pixel in proportion to the local edge energy of each
+side's rendering (:func:`edge_share`), so that the rest's edges go where that side already has
+its edges rather than half to each side, which would put them in both.
 """
 
 from __future__ import annotations
@@ -125,6 +129,43 @@ class SeparationLayer(nn.Module):
         return [y1, y2], new_z
 
 
+#: Gaussian (standard deviation, pixels) that averages the edge energy of :func:`edge_share`
+EDGE_SHARE_SIGMA = 1.0
+#: pixels of context :func:`edge_share` adds (central difference + Gaussian truncated at 3 sigma)
+EDGE_SHARE_RADIUS = 1 + int(math.ceil(3 * EDGE_SHARE_SIGMA))
+
+
+def edge_energy(image: torch.Tensor) -> torch.Tensor:
+    """Squared gradient magnitude (central differences), averaged by a small Gaussian.
+
+    Zero padding, like every convolution of the network, so that a tile with its halo computes
+    exactly what the whole image does.
+    """
+    difference = image.new_tensor([-0.5, 0.0, 0.5])
+    gy = F.conv2d(image, difference.view(1, 1, 3, 1), padding=(1, 0))
+    gx = F.conv2d(image, difference.view(1, 1, 1, 3), padding=(0, 1))
+    radius = EDGE_SHARE_RADIUS - 1
+    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    gauss = torch.exp(-0.5 * (offsets / EDGE_SHARE_SIGMA) ** 2)
+    gauss = gauss / gauss.sum()
+    energy = gy.square() + gx.square()
+    energy = F.conv2d(energy, gauss.view(1, 1, -1, 1), padding=(radius, 0))
+    return F.conv2d(energy, gauss.view(1, 1, 1, -1), padding=(0, radius))
+
+
+def edge_share(rendering1: torch.Tensor, rendering2: torch.Tensor, floor: torch.Tensor | float) -> torch.Tensor:
+    """Side 1's share (0..1, per pixel) of what two renderings leave of the mixture.
+
+    The exclusion principle: the two sides' edges should not coincide, so an edge in the rest
+    belongs to the side that has its edges there.  The share is ``(e1 + f) / (e1 + e2 + 2 f)``
+    with ``e`` each rendering's local edge energy (:func:`edge_energy`) and ``f`` a floor (the
+    painting's mean edge energy), so flat areas of both sides get half each.
+    """
+    e1, e2 = edge_energy(rendering1), edge_energy(rendering2)
+    floor = floor + 1e-12  # two flat renderings: half each, not 0 / 0
+    return (e1 + floor) / (e1 + e2 + 2 * floor)
+
+
 class PixelRendering(nn.Module):
     """X-ray rendering of an RGB photograph: fitted linear grey map + learned per-pixel
     non-linear correction, then a learned blur (a radiograph is less sharp than a photograph)."""
@@ -159,11 +200,17 @@ class UnfoldedSeparator(nn.Module):
     exclusion_step : bool
         Whether each layer ends with the exclusion proximal step (by default the exclusion term
         acts through the training loss only).
+    exclusion_split : bool
+        With two photographs: share what the renderings leave of the mixture by the sides' edge
+        energy (:func:`edge_share`); False shares it half and half.  Its floor, the buffer
+        ``split_floor``, is set from the painting by :meth:`set_split_floor`.
     """
 
     def __init__(self, n_layers: int = 4, n_atoms: int = 16, kernel_size: int = 5, two_sided: bool = False,
-                 exclusion_step: bool = False):
+                 exclusion_step: bool = False, exclusion_split: bool = False):
         super().__init__()
+        self.exclusion_split = exclusion_split and two_sided
+        self.register_buffer("split_floor", torch.tensor(0.0))
         if kernel_size % 2 != 1:
             raise ValueError("kernel_size must be odd")
         self.n_layers, self.n_atoms, self.kernel_size, self.two_sided = n_layers, n_atoms, kernel_size, two_sided
@@ -184,10 +231,17 @@ class UnfoldedSeparator(nn.Module):
         return self._renderings
 
     @staticmethod
-    def receptive_radius(n_layers: int, kernel_size: int) -> int:
+    def receptive_radius(n_layers: int, kernel_size: int, exclusion_split: bool = False) -> int:
         """Pixels of context one output pixel depends on (an upper bound), for tiled inference."""
         r = kernel_size // 2
-        return n_layers * (3 * r + 4) + 2 * r
+        return n_layers * (3 * r + 4) + 2 * r + (EDGE_SHARE_RADIUS if exclusion_split else 0)
+
+    def set_split_floor(self, rgb1, linear1, rgb2, linear2) -> None:
+        """Set the floor of :func:`edge_share` to the mean edge energy of the two renderings of
+        these patches (a sample of the painting), so that the share is the same for every tile."""
+        with torch.no_grad():
+            renderings = self.render(rgb1, linear1, rgb2, linear2)
+            self.split_floor.fill_(0.5 * float(sum(edge_energy(r).mean() for r in renderings)))
 
     def forward(self, x: torch.Tensor, rgb1: torch.Tensor, linear1: torch.Tensor,
                 rgb2: torch.Tensor | None = None, linear2: torch.Tensor | None = None):
@@ -208,16 +262,18 @@ class UnfoldedSeparator(nn.Module):
             The two separated X-ray images.
         """
         # Each side starts as its photograph's rendering; side 2 without a photograph as what
-        # side 1 leaves of the mixture.  With two renderings, what neither explains is shared
-        # equally, so the start re-synthesises the mixture exactly either way.
+        # side 1 leaves of the mixture.  With two renderings, what neither explains is shared by
+        # edge energy (or equally), so the start re-synthesises the mixture exactly either way.
         renderings = self.render(rgb1, linear1, rgb2, linear2)
         if self.two_sided:
-            half_rest = 0.5 * (x - renderings[0] - renderings[1])
-            y1, y2 = renderings[0] + half_rest, renderings[1] + half_rest
+            rest = x - renderings[0] - renderings[1]
+            share = edge_share(*renderings, self.split_floor) if self.exclusion_split else 0.5
+            y1, y2 = renderings[0] + share * rest, renderings[1] + (1 - share) * rest
         else:
             y1 = renderings[0]
             y2 = x - y1
             rgb2 = torch.zeros_like(rgb1)
+        self._start = (y1, y2)  # kept for the level convention (training._side2_offset)
         batch, _, height, width = x.shape
         zeros = x.new_zeros(batch, self.n_atoms, height, width)
         ys, zs = [y1, y2], [zeros, zeros]
