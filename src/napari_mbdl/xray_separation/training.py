@@ -41,7 +41,7 @@ class SeparationConfig:
         With two photographs, share what the two renderings leave of the mixture between the sides
         by their edge energy (the exclusion principle; see
         :func:`~napari_mbdl.xray_separation.model.edge_share`) instead of half and half.  On the
-        tuning panels this improved the start's structure by +0.7 to +2.9 dB.  It is off when
+        tuning panels this improved the start's structure by +0.7 to +2.9 dB (docs/xray.md).  It is off when
         ``weight_exclusion`` is 0: that is the model without its exclusion term.
     exclusion_step : bool
         Whether the network's layers end with the exclusion proximal step (the exclusion term of
