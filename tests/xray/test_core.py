@@ -93,6 +93,24 @@ def test_exclusion_split_gives_the_rest_to_the_side_with_edges_there():
     assert torch.equal(flat, torch.full_like(flat, 0.5))  # no 0 / 0
 
 
+def test_split_floor_is_the_painting_edge_energy_not_the_patch_border():
+    import torch
+
+    from napari_mbdl.xray_separation.model import UnfoldedSeparator, edge_energy
+
+    model = UnfoldedSeparator(n_layers=1, n_atoms=2, two_sided=True, exclusion_split=True)
+    size = 32
+    flat = torch.full((2, 3, size, size), 0.5)  # untrained renderings: the linear maps themselves
+    model.set_split_floor(flat, flat[:, :1], flat, flat[:, :1])
+    assert float(model.split_floor) == 0.0  # a flat painting has no edges, whatever the padding
+    assert float(edge_energy(flat[:, :1]).mean()) > 0.0  # ... which the patch border would add
+    stripes = flat[:, :1].clone()
+    stripes[..., 0::4] = 0.0  # vertical stripes 2 pixels wide on side 1: a central difference
+    stripes[..., 1::4] = 0.0  # of +-0.5 / 2, so energy 0.0625, on every pixel inside
+    model.set_split_floor(flat, stripes, flat, flat[:, :1])
+    assert float(model.split_floor) == pytest.approx(0.5 * 0.0625, rel=1e-5)
+
+
 def test_exclusion_split_is_used_with_two_photographs_unless_exclusion_is_off(panel):
     from napari_mbdl.xray_separation.api import separate_xray
     from napari_mbdl.xray_separation.training import load_model

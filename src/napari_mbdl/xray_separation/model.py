@@ -166,6 +166,15 @@ def edge_share(rendering1: torch.Tensor, rendering2: torch.Tensor, floor: torch.
     return (e1 + floor) / (e1 + e2 + 2 * floor)
 
 
+def _interior(image: torch.Tensor, margin: int) -> torch.Tensor:
+    """``image`` (..., H, W) without ``margin`` pixels on each side, where it is large enough to
+    keep something (a patch no larger than twice the margin is kept whole)."""
+    height, width = image.shape[-2:]
+    my = margin if height > 2 * margin else 0
+    mx = margin if width > 2 * margin else 0
+    return image[..., my:height - my, mx:width - mx]
+
+
 class PixelRendering(nn.Module):
     """X-ray rendering of an RGB photograph: fitted linear grey map + learned per-pixel
     non-linear correction, then a learned blur (a radiograph is less sharp than a photograph)."""
@@ -238,10 +247,15 @@ class UnfoldedSeparator(nn.Module):
 
     def set_split_floor(self, rgb1, linear1, rgb2, linear2) -> None:
         """Set the floor of :func:`edge_share` to the mean edge energy of the two renderings of
-        these patches (a sample of the painting), so that the share is the same for every tile."""
+        these patches (a sample of the painting), so that the share is the same for every tile.
+
+        The patches' outer ``EDGE_SHARE_RADIUS`` pixels are left out of the mean: there the zero
+        padding makes a false edge that the painting does not have.
+        """
         with torch.no_grad():
             renderings = self.render(rgb1, linear1, rgb2, linear2)
-            self.split_floor.fill_(0.5 * float(sum(edge_energy(r).mean() for r in renderings)))
+            energies = [_interior(edge_energy(r), EDGE_SHARE_RADIUS) for r in renderings]
+            self.split_floor.fill_(0.5 * float(sum(e.mean() for e in energies)))
 
     def forward(self, x: torch.Tensor, rgb1: torch.Tensor, linear1: torch.Tensor,
                 rgb2: torch.Tensor | None = None, linear2: torch.Tensor | None = None):
