@@ -55,6 +55,6 @@ def test_cli_train_denoiser_small(tmp_path):
         skio.imsave(folder / f"{i}.png", (rng.random((32, 32)) * 255).astype(np.uint8), check_contrast=False)
     out = tmp_path / "w.safetensors"
     code = main(["train-denoiser", str(folder), str(out), "--model", "linn", "--init", "scratch", "--steps", "2",
-                 "--batch", "2", "--patch", "16", "-q"])
+                 "--batch", "2", "--patch", "16", "--device", "cpu", "-q"])
     assert code == 0 and out.exists()
     assert main(["train-denoiser", str(folder), str(out), "--steps", "2", "-q"]) == 2  # exists: no overwrite

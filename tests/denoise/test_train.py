@@ -68,6 +68,33 @@ def test_trainer_bad_input(tmp_path):
         run_steps(train_denoiser_steps(np.zeros((32, 32)), init=tmp_path / "none.safetensors", steps=1))
 
 
+def test_fine_tune_records_the_device_and_refuses_a_missing_gpu(tmp_path):
+    clean = np.random.default_rng(0).random((32, 32)).astype(np.float32)
+    out = tmp_path / "cpu.safetensors"
+    run_steps(train_denoiser_steps(clean, model="linn", init=None, steps=2, batch=2, patch=16, out=out,
+                                   device="cpu"))
+    assert load_weights(out)[1]["info"]["device"] == "cpu"
+    if not torch.cuda.is_available():
+        missing = tmp_path / "gpu.safetensors"
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            run_steps(train_denoiser_steps(clean, model="linn", init=None, steps=2, out=missing, device="cuda"))
+        assert not missing.exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_the_gpu_draws_the_same_batches_and_returns_a_cpu_model():
+    torch.manual_seed(0)
+    a = InvertibleDenoiser(**SMALL)
+    b = InvertibleDenoiser(**SMALL)
+    b.load_state_dict(a.state_dict())
+    on_cpu = run_steps(train_steps(a, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3))
+    on_gpu = run_steps(train_steps(b, _images(), sigma=(5, 30), steps=4, batch=2, patch=16, seed=3, device="cuda"))
+    assert all(p.device.type == "cpu" for p in b.parameters())
+    assert on_gpu["loss"] == pytest.approx(on_cpu["loss"], rel=1e-3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-4)
+
+
 def test_shipped_resume_state_restores_the_shipped_blind_model():
     from napari_mbdl.denoise.train import load_checkpoint
     from napari_mbdl.denoise.weights import WEIGHTS_DIR, shipped_path
@@ -105,3 +132,13 @@ def test_shipped_weights_match_the_training_schedule_and_model_card():
             assert order.index(init) < order.index(name)
             assert info["initialised_from"]["file"] == f"{init}.safetensors"
             assert info["total_steps"] == info["initialised_from"]["total_steps"] + steps
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where there is no GPU")
+def test_training_script_refuses_a_missing_gpu_before_reading_data(tmp_path, capsys):
+    from napari_mbdl.denoise.train import main
+
+    out = tmp_path / "w.safetensors"
+    code = main(["--model", "linn", "--device", "cuda", "--data", str(tmp_path / "absent"), "--checkpoint",
+                 str(tmp_path / "c.pt"), "--out", str(out)])
+    assert code == 2 and "no CUDA GPU" in capsys.readouterr().err and not out.exists()

@@ -106,6 +106,14 @@ def test_train_widget_fine_tunes_and_saves(make_napari_viewer_proxy, qtbot, tmp_
     assert len(widget.losses) >= 2 and all(np.isfinite(v) for _, v in widget.losses)
     widget.run(sync=True)  # the file exists now: refused, not overwritten
     assert widget.last_error and "exists" in widget.last_error
+    import torch
+
+    if not torch.cuda.is_available():  # a GPU asked for where there is none: a message, no file
+        widget.device.value = "cuda"
+        widget.output.value = str(tmp_path / "gpu.safetensors")
+        widget.run(sync=True)
+        assert widget.last_error and "no CUDA GPU" in widget.last_error
+        assert not (tmp_path / "gpu.safetensors").exists()
 
 
 def test_denoise_widget_cancel_in_a_thread_adds_nothing(

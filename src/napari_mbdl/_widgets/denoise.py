@@ -237,11 +237,12 @@ class TrainDenoiserWidget(JobWidget, _LayerPickers):
         self.sigma_high = FloatSpinBox(label="sigma high (blind)", value=55.0, min=1, max=75, step=0.5)
         self.steps = SpinBox(label="steps", value=200, min=1, max=1_000_000)
         self.lr = FloatSpinBox(label="learning rate", value=5e-4, min=1e-6, max=1e-1, step=1e-4)
+        self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.output = FileEdit(label="save weights to", mode="w", filter="*.safetensors")
         self.init_file.value = ""
         self.output.value = ""
         self.form.extend([self.clean, self.noisy, self.model, self.start, self.init_file, self.blind, self.sigma,
-                          self.sigma_high, self.steps, self.lr, self.output])
+                          self.sigma_high, self.steps, self.lr, self.device, self.output])
         self.start.changed.connect(self._update_visibility)
         self.blind.changed.connect(self._update_visibility)
         self._watch_layers(self.clean, self.noisy)
@@ -296,7 +297,7 @@ class TrainDenoiserWidget(JobWidget, _LayerPickers):
         return train_denoiser_steps(
             np.asarray(clean), noisy=noisy, model=self.model.value, init=init, sigma=sigma,
             steps=int(self.steps.value), lr=float(self.lr.value), out=out, checkpoint=str(out) + ".ckpt.pt",
-            cancel=cancel,
+            cancel=cancel, device=self.device.value,
         )
 
     def on_preview(self, preview) -> None:

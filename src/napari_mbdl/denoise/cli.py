@@ -69,6 +69,7 @@ def register(subparsers) -> None:
     t.add_argument("--lr", type=float, default=5e-4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", default=None, help="resumable checkpoint (default: OUTPUT.ckpt.pt)")
+    t.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or mps")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_train)
@@ -163,7 +164,7 @@ def _train(args) -> int:
     result = run_steps_with_bar(
         train_denoiser_steps(images, model=args.model, init=init, sigma=sigma, steps=args.steps,
                              batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed, out=out,
-                             checkpoint=args.checkpoint or str(out) + ".ckpt.pt"),
+                             checkpoint=args.checkpoint or str(out) + ".ckpt.pt", device=args.device),
         args.quiet,
     )
     print(f"wrote {result['path']} after {result['step']} steps (loss {result['loss']:.3g})")

@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -128,6 +129,7 @@ def train_steps(
     reg_weight: float = 1e-5,
     cancel: CancelToken | None = None,
     preview_every: int = 10,
+    device: str = "cpu",
 ) -> Generator[Progress, None, dict]:
     """Train a denoiser; yields Progress (preview: ``{"step", "loss"}``), returns the final state.
 
@@ -151,14 +153,22 @@ def train_steps(
         ``checkpoint_every`` steps and at the end.
     cancel : CancelToken, optional
         Checked every step; on cancel a checkpoint is written and the state returned.
+    device : str
+        Where the network trains (``auto``, ``cpu``, ``cuda``, ...).  Crops and noise are drawn on
+        the CPU by the seeded generator whatever the device, so a run draws the same batches
+        anywhere; the model is moved back to the CPU at the end.
     """
     import torch
+
+    from napari_mbdl.engine.device import resolve_device
 
     for img in clean:
         if img.ndim != 2 or min(img.shape) < patch:
             raise InputError(f"training images must be 2D and at least {patch} pixels on each side")
     if noisy is not None and len(noisy) != len(clean):
         raise InputError("noisy and clean image lists differ in length")
+    device = resolve_device(device)
+    model.to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     if state is not None:
@@ -194,9 +204,9 @@ def train_steps(
             noisy_batch = (target + noise).astype(np.float32)
         else:
             levels = np.full(batch, float(sigma if not blind else np.mean(sigma)))
-        x = torch.from_numpy(noisy_batch)
-        y = torch.from_numpy(target)
-        out = model(x, torch.from_numpy(levels.astype(np.float32)))
+        x = torch.from_numpy(noisy_batch).to(device)
+        y = torch.from_numpy(target).to(device)
+        out = model(x, torch.from_numpy(levels.astype(np.float32)).to(device))
         loss = torch.mean((out - y) ** 2)
         total = loss
         reg = model.regulariser() if hasattr(model, "regulariser") else None
@@ -218,6 +228,7 @@ def train_steps(
                 preview={"step": step, "loss": loss_avg},
             )
     model.eval()
+    model.to("cpu")
     final = snapshot()
     if checkpoint is not None:
         save_checkpoint(checkpoint, final)
@@ -369,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from napari_mbdl.denoise.nets import PRESETS, InvertibleDenoiser, NENet, count_parameters
     from napari_mbdl.denoise.weights import load_weights, save_weights
+    from napari_mbdl.engine.device import resolve_device
 
     parser = argparse.ArgumentParser(description="Train a LINN/WINNet denoiser or NENet (seeded, resumable).")
     parser.add_argument("--model", choices=["winnet", "linn", "nenet"], required=True)
@@ -383,12 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", default=None, help="start from these weights (safetensors), e.g. fine-tune")
     parser.add_argument("--checkpoint", required=True, help="resumable checkpoint file (.pt); resumes if present")
     parser.add_argument("--out", required=True, help="weights file to write (.safetensors)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu",
+                        help="where LINN / WINNet train: cpu (default, as the shipped weights), cuda, mps or auto (NENet, "
+                             "a few thousand parameters, always trains on the CPU)")
     parser.add_argument("--config", default="{}", help="JSON overrides of the architecture preset")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    try:  # a device that is not here is refused before any data is read
+        resolve_device(args.device)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     sigma = _parse_sigma(args.sigma)
     clean = load_image_folder(args.data)
     eval_images = load_image_folder(args.eval_data) if args.eval_data else []
@@ -412,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = train_steps(
             model, clean, sigma=sigma, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
             seed=args.seed, state=state, start_step=state["step"] if state else 0, checkpoint=args.checkpoint,
+            device=args.device,
         )
     t0 = time.time()
     while True:
@@ -427,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         noise="gaussian", sigma=args.sigma, steps=final["step"], total_steps=prior_steps + final["step"],
         batch=args.batch, lr=args.lr, seed=args.seed, final_train_loss=final["loss"],
         wall_seconds_this_run=round(time.time() - t0, 1), threads=args.threads,
+        device="cpu" if args.model == "nenet" else args.device,
         parameters=count_parameters(model), torch=torch.__version__,
     )
     if eval_images:

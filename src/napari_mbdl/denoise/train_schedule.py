@@ -1,6 +1,6 @@
 """The training schedule that produced the shipped weights (run in the background, resumable).
 
-``python -m napari_mbdl.denoise.train_schedule RUN_DIR [--only NAME ...]``
+``python -m napari_mbdl.denoise.train_schedule RUN_DIR [--threads N] [--device cuda] [--only NAME ...]``
 ``python -m napari_mbdl.denoise.train_schedule RUN_DIR --ship``  (copy the finished weights into
 the package, write ``weights/MODEL_CARD.md`` and ``weights/model_card.json`` from their metadata,
 and the resumable states of the blind models to ``weights/resume/<stage>.safetensors``)
@@ -120,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         at = argv.index("--threads")
         threads = argv[at + 1]
         del argv[at : at + 2]
+    device = "cpu"
+    if "--device" in argv:  # where LINN / WINNet stages run now (recorded in each file's metadata)
+        at = argv.index("--device")
+        device = argv[at + 1]
+        del argv[at : at + 2]
     only = set(argv[argv.index("--only") + 1 :]) if "--only" in argv else None
     weights = run_dir / "weights"
     for name, model, sigma, steps, lr, init in STAGES:
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         args = ["--model", model, "--sigma", sigma, "--steps", str(steps), "--lr", str(lr), "--seed", "0",
                 "--batch", "10", "--patch", "40", "--checkpoint", str(run_dir / "ckpt" / f"{name}.pt"),
-                "--out", str(out), "--threads", threads]
+                "--out", str(out), "--threads", threads, "--device", device]
         if init:
             args += ["--init", str(weights / f"{init}.safetensors")]
         print(f"[schedule] {name}: train {' '.join(args)}", flush=True)

@@ -45,6 +45,7 @@ def train_denoiser_steps(
     checkpoint: str | Path | None = None,
     cancel: CancelToken | None = None,
     preview_every: int = 5,
+    device: str = "auto",
 ) -> Generator[Progress, None, dict]:
     """Train (``init=None``) or fine-tune a LINN/WINNet denoiser; yields Progress (loss previews).
 
@@ -66,6 +67,8 @@ def train_denoiser_steps(
         Resumable checkpoint; an existing one with the same settings is resumed.
     preview_every : int
         Steps between progress events carrying the running loss (for the live plot).
+    device : str
+        Where the network trains: ``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``mps``.
 
     Returns
     -------
@@ -74,6 +77,7 @@ def train_denoiser_steps(
     from napari_mbdl.denoise.nets import PRESETS, InvertibleDenoiser, count_parameters
     from napari_mbdl.denoise.train import load_checkpoint, train_steps
     from napari_mbdl.denoise.weights import load_weights, save_weights, shipped_path
+    from napari_mbdl.engine.device import resolve_device
 
     if model not in PRESETS:
         raise InputError(f"unknown model {model!r}; choose winnet or linn")
@@ -94,6 +98,7 @@ def train_denoiser_steps(
         sigma = (lo, hi)
     elif not 0 < float(sigma) <= 75:
         raise InputError(f"sigma {sigma} is outside 0-75 (8-bit units)")
+    device = resolve_device(device)  # a GPU asked for and missing is refused before any work
     info: dict = {}
     if init == "shipped":
         init = shipped_path(model, None)
@@ -107,13 +112,14 @@ def train_denoiser_steps(
         net, clean_planes, sigma=sigma, noisy=noisy_planes, steps=int(steps), batch=int(batch), patch=patch,
         lr=float(lr), lr_final=float(lr) / 20, seed=int(seed), state=state,
         start_step=state["step"] if state else 0, checkpoint=checkpoint, cancel=cancel,
-        preview_every=int(preview_every),
+        preview_every=int(preview_every), device=device,
     )
     path = None
     if out is not None:
         info.update(data=f"{len(clean_planes)} user images" + (" with noisy pairs" if noisy_planes else ""),
                     sigma=str(sigma), steps=final["step"], seed=seed, lr=lr, batch=batch, patch=patch,
-                    final_train_loss=final["loss"], parameters=count_parameters(net))
+                    final_train_loss=final["loss"], parameters=count_parameters(net),
+                    device=device)
         path = save_weights(net, out, kind="denoiser", name=model, info=info)
     yield Progress("train", final["step"], int(steps), "saved" if path else "done")
     return {"model": net, "step": final["step"], "loss": final["loss"], "path": path}
