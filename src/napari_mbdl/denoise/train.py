@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     try:  # a device that is not here is refused before any data is read
-        resolve_device(args.device)
+        device = resolve_device(args.device)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = train_steps(
             model, clean, sigma=sigma, steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr,
             seed=args.seed, state=state, start_step=state["step"] if state else 0, checkpoint=args.checkpoint,
-            device=args.device,
+            device=device,
         )
     t0 = time.time()
     while True:
@@ -448,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         noise="gaussian", sigma=args.sigma, steps=final["step"], total_steps=prior_steps + final["step"],
         batch=args.batch, lr=args.lr, seed=args.seed, final_train_loss=final["loss"],
         wall_seconds_this_run=round(time.time() - t0, 1), threads=args.threads,
-        device="cpu" if args.model == "nenet" else args.device,
+        device="cpu" if args.model == "nenet" else device,
         parameters=count_parameters(model), torch=torch.__version__,
     )
     if eval_images:

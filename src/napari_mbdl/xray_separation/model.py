@@ -167,8 +167,8 @@ def edge_share(rendering1: torch.Tensor, rendering2: torch.Tensor, floor: torch.
 
 
 def _interior(image: torch.Tensor, margin: int) -> torch.Tensor:
-    """``image`` (..., H, W) without ``margin`` pixels on each side, where it is large enough to
-    keep something (a patch no larger than twice the margin is kept whole)."""
+    """``image`` (..., H, W) without ``margin`` pixels on each side (where zero padding shows), if
+    it is large enough to keep something (a patch no larger than twice the margin is kept whole)."""
     height, width = image.shape[-2:]
     my = margin if height > 2 * margin else 0
     mx = margin if width > 2 * margin else 0
@@ -332,8 +332,7 @@ def rendering_loss(model: UnfoldedSeparator, x, *, scales: int, intensity_weight
     both photographs are given: then only detector noise is left, and it is white).  Constants
     are settled afterwards by the level convention.
     """
-    crop = (Ellipsis, slice(border, -border), slice(border, -border)) if border else (Ellipsis,)
-    rendered, x = sum(model._renderings)[crop], x[crop]
+    rendered, x = _interior(sum(model._renderings), border), _interior(x, border)
     if scales == 0:
         return F.mse_loss(rendered, x)
     total = intensity_weight * F.mse_loss(rendered, x)
@@ -353,12 +352,14 @@ def separation_losses(model: UnfoldedSeparator, x, x1, x2, border: int = 0):
     sides' edges must not coincide.  ``sparsity``: l1 of the codes.  ``border`` pixels of each
     patch are left out (they see zero padding the whole image does not).
     """
-    crop = (Ellipsis, slice(border, -border), slice(border, -border)) if border else (Ellipsis,)
+    def inner(image):
+        return _interior(image, border)
+
     losses = {
-        "resynthesis": F.mse_loss((x1 + x2)[crop], x[crop]),
-        "rgb": sum(F.mse_loss(side[crop], rendering[crop])
+        "resynthesis": F.mse_loss(inner(x1 + x2), inner(x)),
+        "rgb": sum(F.mse_loss(inner(side), inner(rendering))
                    for side, rendering in zip((x1, x2), model._renderings)),
-        "exclusion": gradient_exclusion(x1[crop], x2[crop]),
+        "exclusion": gradient_exclusion(inner(x1), inner(x2)),
         "sparsity": sum(z.abs().mean() for z in model._codes),
     }
     return losses
