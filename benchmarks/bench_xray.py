@@ -19,7 +19,8 @@ Prints, for side information from one side and from both sides:
   the two sides (the mixture fixes only their sum), so this shows the structure separately from
   the constant chosen by the convention "side 2's darkest 1% is at zero";
 * "kept": the training iteration whose network the method keeps (lowest self-supervised loss on
-  fixed evaluation patches); 0 means no training step improved on the start (r), which is kept;
+  a fixed lattice of evaluation patches over the painting); 0 means no training step improved on
+  the start (r), which is kept;
 * the time to train and to separate a 2048 x 2048 mixture on this machine's CPU (and on a GPU
   when one is present).
 
