@@ -7,7 +7,7 @@ from napari_mbdl.io.napari_io import get_reader, write_ome_zarr
 
 def test_reader_opens_tiff_and_ome_zarr_lazily(tmp_path):
     stack = np.random.default_rng(0).random((4, 20, 30)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "s.tif", stack, metadata={"axes": "TYX"})
+    tifffile.imwrite(tmp_path / "s.tif", stack, metadata={"axes": "TYX"}, photometric="minisblack")
     (data, meta, kind), = get_reader(str(tmp_path / "s.tif"))(str(tmp_path / "s.tif"))
     assert kind == "image" and meta["axis_labels"] == ("t", "y", "x")
     np.testing.assert_array_equal(np.asarray(data), stack)

@@ -197,7 +197,7 @@ def test_tiff_input_and_output(tmp_path, stack):
     import tifffile
 
     source = tmp_path / "stack.tif"
-    tifffile.imwrite(source, stack, metadata={"axes": "TYX"})
+    tifffile.imwrite(source, stack, metadata={"axes": "TYX"}, photometric="minisblack")
     result = run_steps(run_blocks(gaussian_op(), source, out=tmp_path / "smooth.tif", tile=(1, 45, 131)))
     np.testing.assert_allclose(tifffile.imread(tmp_path / "smooth.tif"), ops.gaussian_reference(stack), atol=1e-6)
     assert result.axes == "tyx"

@@ -27,7 +27,7 @@ def test_align_then_separate_two_sided(tmp_path):
     assert main(["xray-sample", str(tmp_path / "panel"), "--size", "64"]) == 0
     panel = tmp_path / "panel"
     back = tifffile.imread(panel / "rgb2.tif")[:, ::-1]  # as photographed from behind
-    tifffile.imwrite(tmp_path / "back.tif", np.ascontiguousarray(back))
+    tifffile.imwrite(tmp_path / "back.tif", np.ascontiguousarray(back), photometric="rgb")
     assert main(["xray-align", str(tmp_path / "back.tif"), str(panel / "mixed.tif"), str(tmp_path / "b.tif")]) == 0
     np.testing.assert_allclose(tifffile.imread(tmp_path / "b.tif"), tifffile.imread(panel / "rgb2.tif"), atol=1e-5)
     assert main(["xray-separate", str(panel / "mixed.tif"), str(panel / "rgb1.tif"), str(tmp_path / "b.tif"),
@@ -37,7 +37,7 @@ def test_align_then_separate_two_sided(tmp_path):
 
 def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     rgb = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
-    tifffile.imwrite(tmp_path / "rgb.tif", rgb)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     tifffile.imwrite(tmp_path / "grey.tif", rgb.mean(-1))
     run = subprocess.run(
         [sys.executable, "-m", "napari_mbdl.cli", "xray-separate", str(tmp_path / "grey.tif"),
@@ -55,3 +55,12 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     )
     assert run.returncode == 2 and "weights cannot be negative" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_sample_refuses_before_writing_anything(tmp_path):
+    folder = tmp_path / "panel"
+    folder.mkdir()
+    (folder / "rgb2.tif").write_bytes(b"the user's file")
+    assert main(["xray-sample", str(folder), "--size", "32"]) == 2
+    assert sorted(p.name for p in folder.iterdir()) == ["rgb2.tif"]
+    assert (folder / "rgb2.tif").read_bytes() == b"the user's file"

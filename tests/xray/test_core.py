@@ -140,14 +140,14 @@ def test_rendering_loss_compares_gradients_unless_told_otherwise():
     model = UnfoldedSeparator(1, 2, 3)
     rgb, x = torch.rand(2, 3, 16, 16), torch.rand(2, 1, 16, 16)
     model.render(rgb, x.clone())
-    assert float(rendering_loss(model, x, scales=2, intensity_weight=0.0)) < 1e-12  # a perfect fit
+    assert rendering_loss(model, x, scales=2, intensity_weight=0.0).item() < 1e-12  # a perfect fit
     # gradients ignore a constant; the plain difference (scales=0) and the intensity term do not
     shifted = x + 0.1
-    assert float(rendering_loss(model, shifted, scales=2, intensity_weight=0.0)) < 1e-12
-    assert float(rendering_loss(model, shifted, scales=0, intensity_weight=0.0)) == pytest.approx(0.01, rel=1e-4)
-    assert float(rendering_loss(model, shifted, scales=2, intensity_weight=0.5)) == pytest.approx(0.005, rel=1e-4)
+    assert rendering_loss(model, shifted, scales=2, intensity_weight=0.0).item() < 1e-12
+    assert rendering_loss(model, shifted, scales=0, intensity_weight=0.0).item() == pytest.approx(0.01, rel=1e-4)
+    assert rendering_loss(model, shifted, scales=2, intensity_weight=0.5).item() == pytest.approx(0.005, rel=1e-4)
     # a rescaled mixture is penalised at every scale
-    assert float(rendering_loss(model, 2 * x, scales=2, intensity_weight=0.0)) > 0.01
+    assert rendering_loss(model, 2 * x, scales=2, intensity_weight=0.0).item() > 0.01
 
 
 def test_exclusion_step_can_be_left_out_of_the_layers():

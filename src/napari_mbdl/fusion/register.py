@@ -8,6 +8,7 @@ and an LFM reconstruction of the mean light field.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +171,11 @@ def register_stack(
     lf_voxel_arr = np.asarray(lf_voxel)
     for angle in np.arange(-max_rotation_deg, max_rotation_deg + 1e-9, rotation_step_deg):
         image, _ = resampled([angle, 0.0, 0.0, 0.0])
-        shift_vox, _, _ = phase_cross_correlation(lfm_volume, image, upsample_factor=4, normalization=None)
+        with warnings.catch_warnings():
+            # an angle that rotates the stack out of the volume gives an empty image: skimage warns,
+            # and a registration without overlap is refused below with its own message
+            warnings.simplefilter("ignore", UserWarning)
+            shift_vox, _, _ = phase_cross_correlation(lfm_volume, image, upsample_factor=4, normalization=None)
         params = np.array([angle, *(shift_vox * lf_voxel_arr)])
         value = score(params)
         if best is None or value > best[1]:

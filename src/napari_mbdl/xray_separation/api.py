@@ -102,6 +102,8 @@ def validate_inputs(mixed, rgb1, rgb2=None, check_alignment: bool = True):
             raise InputError(f"the photograph of {what} must be RGB with shape (H, W, 3); got {tuple(rgb.shape)}")
         if rgb.shape[-1] == 4:
             rgb = rgb[..., :3]  # alpha carries no paint
+        # a constant or NaN photograph cannot be registered: refuse it before trying
+        _check_values(rgb, f"photograph of {what}")
         if check_alignment:
             check_registration(rgb, mixed, what)
         elif tuple(rgb.shape[:2]) != tuple(mixed.shape):
@@ -109,7 +111,6 @@ def validate_inputs(mixed, rgb1, rgb2=None, check_alignment: bool = True):
                 f"the photograph of {what} is {rgb.shape[0]}x{rgb.shape[1]} but the X-ray is "
                 f"{mixed.shape[0]}x{mixed.shape[1]}; align it first (napari_mbdl.xray_separation.align_to_xray)"
             )
-        _check_values(rgb, f"photograph of {what}")
         photos.append(rgb)
     return mixed, photos[0], photos[1]
 

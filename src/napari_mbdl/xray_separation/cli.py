@@ -129,10 +129,14 @@ def _sample(args) -> int:
     out = Path(args.out)
     panel = make_double_sided_panel(args.size)
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("mixed", "rgb1", "rgb2", "xray1", "xray2"):
+    names = ("mixed", "rgb1", "rgb2", "xray1", "xray2")
+    # refuse before writing anything, so a refused call leaves the folder as it was
+    for name in names:
         path = out / f"{name}.tif"
         if path.exists() and not args.overwrite:
             raise InputError(f"{path} already exists; pass --overwrite")
-        tifffile.imwrite(path, getattr(panel, name))
+    for name in names:
+        image = getattr(panel, name)
+        tifffile.imwrite(out / f"{name}.tif", image, photometric="rgb" if image.ndim == 3 else "minisblack")
     print(f"wrote the {args.size} x {args.size} synthetic panel to {out}")
     return 0
