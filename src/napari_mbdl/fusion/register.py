@@ -174,7 +174,7 @@ def register_stack(
         with warnings.catch_warnings():
             # an angle that rotates the stack out of the volume gives an empty image: skimage warns,
             # and a registration without overlap is refused below with its own message
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", message="Could not determine RMS error", category=UserWarning)
             shift_vox, _, _ = phase_cross_correlation(lfm_volume, image, upsample_factor=4, normalization=None)
         params = np.array([angle, *(shift_vox * lf_voxel_arr)])
         value = score(params)
