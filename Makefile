@@ -46,6 +46,7 @@ test-fast: system-deps setup
 	$(XVFB) $(PY) -m pytest -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
 bench: setup
+	$(PY) -m pip install -q -e ".[bench]"  # the benchmarks' peers (BayesShrink needs PyWavelets)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
