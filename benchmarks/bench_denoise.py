@@ -6,8 +6,9 @@ All figures are measured in this one run:
 
 * PSNR (dB, 8-bit scale: images in [0, 1] = [0, 255], output clipped) on Set12 at sigma 15/25/50
   with fixed noise seeds (image i uses seed i), for WINNet and LINN (the dedicated model when
-  shipped, else the blind model told the true sigma), the blind models with NENet's estimate,
-  and the baselines run here: scikit-image wavelet BayesShrink (needs PyWavelets), scikit-image
+  shipped, else the blind model told the true sigma), WINNet's 8-view self-ensemble (with its time
+  over Set12 as a ratio to the single pass), the blind models with NENet's estimate, and the
+  baselines run here: scikit-image wavelet BayesShrink (needs PyWavelets), scikit-image
   non-local means, and BM3D when the ``bm3d`` package is installed (never a runtime dependency).
   Published anchors, not measured here: DnCNN 32.86/30.44/27.18; WINNet reference weights
   32.84/30.48/27.32.
@@ -38,6 +39,7 @@ def _psnr_table(images, sigmas, quick):
     from skimage.restoration import denoise_nl_means, denoise_wavelet, estimate_sigma
 
     from napari_mbdl.denoise import api
+    from napari_mbdl.denoise.nets import self_ensemble
     from napari_mbdl.denoise.train import noisy_set, psnr
     from napari_mbdl.denoise.weights import load_weights
 
@@ -69,16 +71,26 @@ def _psnr_table(images, sigmas, quick):
         for family in ("winnet", "linn"):
             net, stem = nets[f"{family}_{s}"]
             blind = nets[f"{family}_blind"]
-            scores, scores_auto, estimates = [], [], []
+            scores, scores_auto, estimates, scores_ensemble = [], [], [], []
+            seconds_single = seconds_ensemble = 0.0
             with torch.inference_mode():
                 for c, n in zip(images, noisy):
                     x = torch.from_numpy(n)[None, None]
+                    start = time.perf_counter()
                     scores.append(psnr(c, net(x, float(s))[0, 0].numpy()))
+                    seconds_single += time.perf_counter() - start
                     if not quick:
                         est = api.estimate_sigma_unit([n.astype(np.float64)])
                         estimates.append(est)
                         scores_auto.append(psnr(c, blind(x, est)[0, 0].numpy()))
+                    if family == "winnet" and not quick:
+                        start = time.perf_counter()
+                        scores_ensemble.append(psnr(c, self_ensemble(net, x, float(s))[0, 0].numpy()))
+                        seconds_ensemble += time.perf_counter() - start
             label = "WINNet" if family == "winnet" else "LINN"
+            if scores_ensemble:
+                record(f"{label} self-ensemble (8 views)", s, float(np.mean(scores_ensemble)))
+                record(f"{label} self-ensemble time / single pass", s, seconds_ensemble / seconds_single)
             kind = "dedicated" if "blind" not in stem else "blind, true sigma"
             record(f"{label} (shipped model for sigma)", s, float(np.mean(scores)))
             record(f"{label} [{s}: {stem}, {kind}]", s, float(np.mean(scores)))

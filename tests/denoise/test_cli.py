@@ -18,6 +18,11 @@ def test_cli_denoise_to_zarr_and_tiff(tmp_path, random_weights, capsys):
     code = main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "out.tif"), "--sigma", "25",
                  "--weights", str(random_weights["linn"]), "-q"])
     assert code == 0 and tifffile.imread(tmp_path / "out.tif").shape == stack.shape
+    capsys.readouterr()
+    code = main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "ens.tif"), "--sigma", "25",
+                 "--weights", str(random_weights["linn"]), "--self-ensemble", "-q"])
+    assert code == 0 and "self-ensemble of 8 views" in capsys.readouterr().out
+    assert not np.array_equal(tifffile.imread(tmp_path / "ens.tif"), tifffile.imread(tmp_path / "out.tif"))
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, random_weights, capsys):

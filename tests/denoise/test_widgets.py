@@ -42,6 +42,26 @@ def test_denoise_widget_stack_with_weights_file(make_napari_viewer_proxy, qtbot,
     assert out.data.shape == stack.shape and out.data.dtype == np.uint16
 
 
+def test_denoise_widget_self_ensemble(make_napari_viewer_proxy, qtbot, random_weights):
+    from napari_mbdl.denoise.api import denoise
+
+    viewer = make_napari_viewer_proxy()
+    img = np.random.default_rng(2).random((40, 48)).astype(np.float32)
+    viewer.add_image(img, name="img")
+    widget = DenoiseWidget(viewer)
+    widget.image.value = viewer.layers["img"]
+    widget.auto_sigma.value = False
+    widget.sigma.value = 20
+    widget.weights.value = str(random_weights["winnet"])
+    widget.ensemble.value = True
+    widget.run(sync=True)
+    assert widget.last_error is None
+    out = viewer.layers[-1]
+    assert "8-view ensemble" in out.name
+    expected = denoise(img, sigma=20, weights=random_weights["winnet"], self_ensemble=True)
+    assert np.allclose(np.asarray(out.data), expected, atol=1e-6)
+
+
 def test_denoise_widget_reports_bad_input(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy()
     widget = DenoiseWidget(viewer)

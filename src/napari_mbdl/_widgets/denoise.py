@@ -60,6 +60,8 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         self.sigma = FloatSpinBox(label="sigma (0-255 scale)", value=25.0, min=0.5, max=75.0, step=0.5)
         self.gain = FloatSpinBox(label="gain (0 = estimate)", value=0.0, min=0.0, max=1e6, step=0.1)
         self.read_noise = FloatSpinBox(label="read noise", value=0.0, min=0.0, max=1e6, step=0.1)
+        self.ensemble = CheckBox(text="self-ensemble of 8 flips/rotations (~0.1 dB better, 8x slower)",
+                                 value=False)
         self.bands = CheckBox(text="add detail bands before/after thresholding (current plane)", value=False)
         self.weights = FileEdit(label="weights file (optional)", mode="r", filter="*.safetensors")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
@@ -70,7 +72,8 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         self.output.value = ""
         self.last_sigma = ""
         self.form.extend([self.image, self.model, self.noise, self.auto_sigma, self.sigma, self.gain,
-                          self.read_noise, self.bands, self.weights, self.device, self.output, self.estimate])
+                          self.read_noise, self.ensemble, self.bands, self.weights, self.device, self.output,
+                          self.estimate])
         self.noise.changed.connect(self._update_visibility)
         self.auto_sigma.changed.connect(self._update_visibility)
         self._watch_layers(self.image)
@@ -96,7 +99,8 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         kwargs = dict(
             model=self.model.value, sigma=sigma, noise=self.noise.value, gain=gain,
             read_noise=float(self.read_noise.value) if gain else None,
-            weights=_optional_path(self.weights, (".safetensors",)), device=self.device.value,
+            weights=_optional_path(self.weights, (".safetensors",)), self_ensemble=bool(self.ensemble.value),
+            device=self.device.value,
             # a large result streams to a cache zarr and is shown lazily, never held in RAM
             out=_optional_path(self.output, (".zarr",)) or result_store(f"{layer.name} denoised", 4.0 * data.size),
             overwrite=False, cancel=cancel,
@@ -110,8 +114,9 @@ class DenoiseWidget(JobWidget, _LayerPickers):
             # shown by on_result on the main thread (Qt widgets must not be touched from the worker)
             self.last_sigma = f"{result.sigma:.2f}" + (" (estimated)" if result.sigma_estimated else "")
             how = "auto " if result.sigma_estimated else ""
+            views = ", 8-view ensemble" if result.self_ensemble else ""
             layers = [(result.array, {**meta, "name": f"{name} denoised ({Path(result.weights).stem}, "
-                                                      f"{how}sigma {result.sigma:.1f})"}, "image")]
+                                                      f"{how}sigma {result.sigma:.1f}{views})"}, "image")]
             if want_bands:
                 plane = np.asarray(data[plane_index]) if plane_index else np.asarray(data)
                 before, after, _ = detail_bands(plane, model=kwargs["model"], sigma=result.sigma,

@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--read-noise", type=float, default=None, help="Poisson-Gaussian read noise (data units)")
     p.add_argument("--offset", type=float, default=0.0, help="Poisson-Gaussian offset (data units)")
     p.add_argument("--weights", default=None, help="a weights file (.safetensors) instead of the shipped one")
+    p.add_argument("--self-ensemble", action="store_true",
+                   help="average over the 8 flips/rotations of each tile: ~0.1 dB better, 8x slower")
     p.add_argument("--data-range", default=None, help="intensities meaning 0 and 255, e.g. 0,4095")
     p.add_argument("--axes", default=None, help="axis letters of the input, e.g. tzyx")
     add_common_arguments(p)
@@ -81,13 +83,15 @@ def _denoise(args) -> int:
 
     steps = denoise_steps(
         args.input, model=args.model, sigma=_sigma(args.sigma), noise=args.noise, gain=args.gain,
-        read_noise=args.read_noise, offset=args.offset, weights=args.weights, data_range=_range(args.data_range),
+        read_noise=args.read_noise, offset=args.offset, weights=args.weights,
+        self_ensemble=args.self_ensemble, data_range=_range(args.data_range),
         axes=args.axes, device=args.device, out=args.output, overwrite=args.overwrite, scheduler=args.scheduler,
         memory_budget=args.memory_budget,
     )
     result = run_steps_with_bar(steps, args.quiet)
     how = "estimated" if result.sigma_estimated else "given"
-    print(f"wrote {result.path} (sigma {result.sigma:.2f} {how}, weights {Path(result.weights).name})")
+    views = ", self-ensemble of 8 views" if result.self_ensemble else ""
+    print(f"wrote {result.path} (sigma {result.sigma:.2f} {how}, weights {Path(result.weights).name}{views})")
     return 0
 
 

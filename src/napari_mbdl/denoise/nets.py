@@ -479,6 +479,27 @@ class NENet(nn.Module):
         return ((lam / edge).sqrt() * 255.0).to(img.dtype)
 
 
+def self_ensemble(net, x: torch.Tensor, sigma) -> torch.Tensor:
+    """Mean of ``net`` over the 8 flips and 90-degree rotations of ``x`` (N, C, H, W), each undone.
+
+    The networks are not rotation-equivariant, so their errors on the 8 views are partly
+    independent and averaging lowers them (about +0.1 dB on Set12) at 8 times the cost.  The
+    result is exactly equivariant: transposing or rotating the input does the same to the output.
+    """
+    total = None
+    for turns in range(4):
+        for flip in (False, True):
+            view = torch.rot90(x, turns, (-2, -1))
+            if flip:
+                view = torch.flip(view, (-1,))
+            y = net(view, sigma)
+            if flip:
+                y = torch.flip(y, (-1,))
+            y = torch.rot90(y, -turns, (-2, -1))
+            total = y if total is None else total.add_(y)
+    return total.div_(8)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
