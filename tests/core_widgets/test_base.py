@@ -151,3 +151,20 @@ def test_empty_path_fields_never_mean_the_working_folder(monkeypatch, tmp_path):
     field = FileEdit(mode="w")
     field.value = str(tmp_path / "out.zarr")
     assert optional_path(field) == str(tmp_path / "out.zarr")
+
+
+def test_optional_path_fields_start_empty(make_napari_viewer_proxy, qtbot):
+    """An unset file field shows nothing (not the current folder) and reads as no path."""
+    from napari_mbdl._widgets._base import optional_path
+    from napari_mbdl._widgets.denoise import DenoiseWidget, TrainDenoiserWidget
+    from napari_mbdl._widgets.fusion import FusionWidget
+
+    viewer = make_napari_viewer_proxy()
+    denoise, train, fusion = DenoiseWidget(viewer), TrainDenoiserWidget(viewer), FusionWidget(viewer)
+    fields = [denoise.weights, denoise.output, train.init_file, train.output, fusion.psf_file,
+              fusion.export_folder]
+    for field in fields:
+        assert field.line_edit.value == "", field.label
+        assert optional_path(field) is None
+    denoise.output.value = "result.zarr"
+    assert optional_path(denoise.output).endswith("result.zarr")

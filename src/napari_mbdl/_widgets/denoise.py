@@ -68,8 +68,6 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         self.output = FileEdit(label="save to (.zarr, optional)", mode="w", filter="*.zarr")
         self.estimate = LineEdit(label="noise level used", value="")
         self.estimate.enabled = False
-        self.weights.value = ""
-        self.output.value = ""
         self.last_sigma = ""
         self.form.extend([self.image, self.model, self.noise, self.auto_sigma, self.sigma, self.gain,
                           self.read_noise, self.ensemble, self.bands, self.weights, self.device, self.output,
@@ -244,8 +242,6 @@ class TrainDenoiserWidget(JobWidget, _LayerPickers):
         self.lr = FloatSpinBox(label="learning rate", value=5e-4, min=1e-6, max=1e-1, step=1e-4)
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
         self.output = FileEdit(label="save weights to", mode="w", filter="*.safetensors")
-        self.init_file.value = ""
-        self.output.value = ""
         self.form.extend([self.clean, self.noisy, self.model, self.start, self.init_file, self.blind, self.sigma,
                           self.sigma_high, self.steps, self.lr, self.device, self.output])
         self.start.changed.connect(self._update_visibility)

@@ -110,8 +110,6 @@ class FusionWidget(JobWidget):
         self.export_button = PushButton(text="Export traces (CSV + zarr)")
         self.form.extend([self.two_photon, self.light_fields, self.voxel_2p, self.cell_radius, self.psf_source,
                           self.psf_file, self.device, self.step, self.labels, self.export_folder, self.export_button])
-        self.psf_file.value = ""
-        self.export_folder.value = ""
         self.psf_source.changed.connect(self._update_visibility)
         self.export_button.changed.connect(self.export)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
