@@ -95,6 +95,7 @@ def test_threaded_run_can_be_cancelled(make_napari_viewer_proxy, qtbot, pause_af
     assert widget.run_button.isEnabled()
     assert "big smoothed" not in viewer.layers
     assert widget.progress_bar.value() < 1000
+    assert widget.status.text().startswith("Cancelled.")
 
 
 class FailingWidget(JobWidget):

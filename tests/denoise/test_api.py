@@ -6,7 +6,7 @@ import pytest
 import napari_mbdl
 from napari_mbdl.denoise import api
 from napari_mbdl.denoise.train import psnr
-from napari_mbdl.engine import InputError, run_steps
+from napari_mbdl.engine import CancelToken, InputError, RunCancelled, run_steps
 
 
 def test_tiled_equals_whole_and_any_leading_axes(random_weights):
@@ -187,3 +187,21 @@ def test_self_ensemble_is_recorded_and_replaces_a_single_pass_result(random_weig
     import zarr
 
     assert zarr.open_group(str(tmp_path / "r.zarr"), mode="r").attrs["napari_mbdl"]["denoise"]["self_ensemble"]
+
+
+def test_progress_moves_and_cancel_acts_within_one_tile(random_weights, monkeypatch):
+    # one chunk, one call: the bar moves through the 8 views and the lifting steps of each, and a
+    # Cancel stops the call part-way (checked only between tiles, this run could not be cancelled)
+    monkeypatch.setattr("napari_mbdl.engine.run.HEARTBEAT_SECONDS", 0.002)
+    img = np.random.default_rng(5).random((96, 96)).astype(np.float32)
+    w = random_weights["winnet"]
+    events = []
+    run_steps(api.denoise_steps(img, sigma=20, weights=w, self_ensemble=True), events.append)
+    inside = sorted({e.done for e in events if e.stage == "denoise" and 0 < e.done < img.size})
+    assert len(inside) >= 4
+    cancel = CancelToken()
+    steps = api.denoise_steps(img, sigma=20, weights=w, self_ensemble=True, cancel=cancel)
+    with pytest.raises(RunCancelled):
+        for event in steps:
+            if event.stage == "denoise" and 0 < event.done < img.size:
+                cancel.cancel()

@@ -4,7 +4,7 @@ A subclass adds its controls to ``self.form`` and implements :meth:`JobWidget.bu
 reads layers and options on the main thread, validates them (raising ``InputError``) and returns a
 steps generator.  The base class runs that generator in a napari thread worker (or synchronously,
 for tests), shows its progress (in the widget and in napari's activity dock), stops it at the next
-tile on Cancel, shows bad input as a notification without traceback, and adds the returned
+step on Cancel, shows bad input as a notification without traceback, and adds the returned
 layers on the main thread.
 """
 
@@ -103,6 +103,7 @@ class JobWidget(QWidget):
                 "yielded": self._on_progress,
                 "returned": self._on_returned,
                 "errored": self._on_error,
+                "aborted": self._on_cancelled,
                 "finished": self._on_finished,
             },
             _start_thread=False,
@@ -126,12 +127,13 @@ class JobWidget(QWidget):
             self._on_finished()
 
     def cancel(self) -> None:
-        """Stop at the next tile; finished chunks of a zarr output are kept for resuming."""
+        """Stop at the next step of the current tile (or the next tile, for operations without
+        steps); finished chunks of a zarr output are kept for resuming."""
         if self._cancel_token is not None:
             self._cancel_token.cancel()
         if self.worker is not None:
             self.worker.quit()
-        self.status.setText("Cancelling at the next tile...")
+        self.status.setText("Cancelling...")
 
     # -- callbacks (main thread) ------------------------------------------------------------------
     def _set_running(self, running: bool) -> None:
@@ -173,9 +175,7 @@ class JobWidget(QWidget):
         from napari.utils.notifications import show_error, show_info
 
         if isinstance(error, RunCancelled):
-            self.last_error = None
-            self.status.setText("Cancelled. Running again resumes where it stopped (zarr outputs).")
-            show_info(f"{self.title}: cancelled")
+            self._on_cancelled()
             return
         if isinstance(error, MBDLError):
             message = str(error)
@@ -185,6 +185,13 @@ class JobWidget(QWidget):
         self.last_error = message
         self.status.setText(message)
         show_error(f"{self.title}: {message}")
+
+    def _on_cancelled(self) -> None:
+        from napari.utils.notifications import show_info
+
+        self.last_error = None
+        self.status.setText("Cancelled. Running again resumes where it stopped (zarr outputs).")
+        show_info(f"{self.title}: cancelled")
 
     def _on_finished(self) -> None:
         self.worker = None

@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_mbdl.denoise.noise import PoissonGaussian, estimate_poisson_gaussian, gat_forward, gat_inverse
 from napari_mbdl.denoise.weights import BLIND_RANGE, MODELS, TRAINED_SIGMAS, read_metadata, shipped_path
-from napari_mbdl.engine import CancelToken, InputError, Operation, Progress, run_blocks, run_steps
+from napari_mbdl.engine import CancelToken, InputError, Operation, Progress, progress_span, run_blocks, run_steps
 from napari_mbdl.io.arrays import open_array
 
 log = logging.getLogger(__name__)
@@ -182,20 +182,23 @@ def _make_denoise_fn(device: str, weights: str, sigma: float, lo: float, hi: flo
         shape = block.shape
         planes = block.reshape(-1, 1, *shape[-2:])
         out = np.empty(planes.shape, np.float64)
-        for start in range(0, planes.shape[0], planes_per_batch):
-            part = planes[start : start + planes_per_batch].astype(np.float64)
+        n_planes = planes.shape[0]
+        for start in range(0, n_planes, planes_per_batch):
+            stop = min(start + planes_per_batch, n_planes)
+            part = planes[start:stop].astype(np.float64)
             if noise is not None:
                 part = (gat_forward(part, noise) - g_lo) / (g_hi - g_lo)
             else:
                 part = (part - lo) / (hi - lo)
             with torch.inference_mode():
                 x = torch.from_numpy(part.astype(np.float32)).to(device)
-                y = (self_ensemble(net, x, sigma) if ensemble else net(x, sigma)).double().cpu().numpy()
+                with progress_span(start / n_planes, stop / n_planes):
+                    y = (self_ensemble(net, x, sigma) if ensemble else net(x, sigma)).double().cpu().numpy()
             if noise is not None:
                 y = gat_inverse(y * (g_hi - g_lo) + g_lo, noise)
             else:
                 y = y * (hi - lo) + lo
-            out[start : start + planes_per_batch] = y
+            out[start:stop] = y
         return to_output(out.reshape(shape), dtype)
 
     return fn

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_mbdl.engine.progress import checkpoint, progress_span
+
 #: Architecture presets; a weights file stores its full config, these are the defaults.
 #: Sizes are chosen for CPU speed and short training (see weights/MODEL_CARD.md).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -273,13 +275,15 @@ class LiftingTransform(nn.Module):
     def forward(self, x, sigma):
         bands = self.split(x)
         c, d = bands[:, :1], bands[:, 1:]
-        for step in self.steps:
+        for i, step in enumerate(self.steps):
             c, d = step(c, d, sigma)
+            checkpoint((i + 1) / len(self.steps))
         return c, d
 
     def inverse(self, c, d, sigma):
-        for step in reversed(self.steps):
+        for i, step in enumerate(reversed(self.steps)):
             c, d = step.inverse(c, d, sigma)
+            checkpoint((i + 1) / len(self.steps))
         return self.split.inverse(torch.cat([c, d], 1))
 
 
@@ -378,8 +382,9 @@ class InvertibleDenoiser(nn.Module):
         sigma = self._sigma(sigma, x)
         out = []
         c = x
-        for t in self.transforms:
-            c, d = t(c, sigma)
+        for lvl, t in enumerate(self.transforms):
+            with progress_span(lvl / len(self.transforms), (lvl + 1) / len(self.transforms)):
+                c, d = t(c, sigma)
             out.append((c, d))
         return out
 
@@ -387,8 +392,10 @@ class InvertibleDenoiser(nn.Module):
         """Backward pass of :meth:`transform` (exact inverse for any weights)."""
         sigma = self._sigma(sigma, coeffs[0][0])
         c = coeffs[-1][0]
-        for lvl in reversed(range(len(self.transforms))):
-            c = self.transforms[lvl].inverse(c, coeffs[lvl][1], sigma)
+        n = len(self.transforms)
+        for lvl in reversed(range(n)):
+            with progress_span((n - 1 - lvl) / n, (n - lvl) / n):
+                c = self.transforms[lvl].inverse(c, coeffs[lvl][1], sigma)
         return c
 
     def for_inference(self) -> "InvertibleDenoiser":
@@ -403,9 +410,12 @@ class InvertibleDenoiser(nn.Module):
         if getattr(self, "_channels_last", False):
             x = x.contiguous(memory_format=torch.channels_last)
         sigma = self._sigma(sigma, x)
-        coeffs = self.transform(x, sigma)
+        # forward and backward passes cost the same: each is half of this call's progress
+        with progress_span(0.0, 0.5):
+            coeffs = self.transform(x, sigma)
         cleaned = [(c, dn(d, sigma)) for (c, d), dn in zip(coeffs, self.detail_denoisers)]
-        out = self.inverse_transform(cleaned, sigma).contiguous()
+        with progress_span(0.5, 1.0):
+            out = self.inverse_transform(cleaned, sigma).contiguous()
         if return_bands:
             return out, [d.contiguous() for _, d in coeffs], [d.contiguous() for _, d in cleaned]
         return out
@@ -492,7 +502,9 @@ def self_ensemble(net, x: torch.Tensor, sigma) -> torch.Tensor:
             view = torch.rot90(x, turns, (-2, -1))
             if flip:
                 view = torch.flip(view, (-1,))
-            y = net(view, sigma)
+            k = 2 * turns + flip
+            with progress_span(k / 8, (k + 1) / 8):
+                y = net(view, sigma)
             if flip:
                 y = torch.flip(y, (-1,))
             y = torch.rot90(y, -turns, (-2, -1))

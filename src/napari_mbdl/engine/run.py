@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from napari_mbdl.engine import device as devices
-from napari_mbdl.engine.progress import CancelToken, Progress
+from napari_mbdl.engine.progress import CallState, CancelToken, Progress, in_call
 from napari_mbdl.engine.store import MemoryOutput, ZarrOutput, check_replaceable, write_tiff_from_zarr
 from napari_mbdl.engine.tiling import Tile, chunk_box, chunk_indices, plan_tile, shrink_tile, split_into_tiles
 from napari_mbdl.errors import DeviceMemoryError, InputError, MBDLError
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 BlockFunction = Callable[..., np.ndarray]
 _GENERIC_AXES = "abdefghijklmnopqrsuvw"
+# While one call of a block function runs longer than this, progress is still reported this often
+# (and Cancel is noticed), so a big tile on a CPU never leaves the progress bar frozen for minutes.
+HEARTBEAT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -279,7 +282,9 @@ def run_blocks(
     scheduler : None, "local", address or distributed.Client
         Run on a dask.distributed cluster.
     cancel : CancelToken, optional
-        Checked between tiles; finished chunks of a zarr output are kept for resuming.
+        Checked between tiles, and inside a block function wherever it calls
+        :func:`~napari_mbdl.engine.progress.checkpoint`; finished chunks of a zarr output are kept
+        for resuming.
     check_finite : bool
         Refuse NaN/Inf in float inputs.
     allow_missing_chunks : bool
@@ -435,6 +440,7 @@ def _run_local(op, arrays, plan, store, todo, device_name, tile, min_tile, batch
     slices_for, arrange = _output_layout(op, position, len(tiled_shape))
     reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mbdl-read")
     writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mbdl-write")
+    compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbdl-compute")
     pending: deque = deque()
     backoffs = 0
     tile = tuple(tile)
@@ -445,8 +451,13 @@ def _run_local(op, arrays, plan, store, todo, device_name, tile, min_tile, batch
             whole_chunks = tile == tuple(chunks)
             group = todo[position_in_todo : position_in_todo + (batch if whole_chunks else 1)]
             tiles = [t for index in group for t in split_into_tiles(index, tiled_shape, chunks, tile, halo)]
+            group_voxels = sum(math.prod(t.shape) for t in tiles)
             try:
-                results = compute_tiles(fn, arrays, tiles, batch, op, plan["axes"], plan["check_finite"], reader)
+                results = yield from _while_computing(
+                    compute,
+                    lambda: compute_tiles(fn, arrays, tiles, batch, op, plan["axes"], plan["check_finite"], reader),
+                    cancel, stage, finished, group_voxels, total, f"tile {tuple(tile)}",
+                )
             except Exception as error:
                 if not devices.is_out_of_memory(error):
                     raise
@@ -488,9 +499,44 @@ def _run_local(op, arrays, plan, store, todo, device_name, tile, min_tile, batch
                 future.result()
             except Exception:  # the first error is already propagating
                 pass
+        compute.shutdown(wait=True)
         reader.shutdown(wait=True)
         writer.shutdown(wait=True)
     return backoffs
+
+
+def _while_computing(compute: ThreadPoolExecutor, call: Callable[[], Any], cancel: CancelToken, stage: str,
+                     finished: int, voxels: int, total: int, label: str) -> Generator[Progress, None, Any]:
+    """Run ``call()`` in the compute thread and return its result, yielding progress while it runs.
+
+    Every :data:`HEARTBEAT_SECONDS` a still-running call reports ``finished`` plus the fraction of
+    its ``voxels`` that the block function last gave to ``checkpoint``.  A cancel reaches the call
+    at its next checkpoint (a block function without checkpoints finishes its call first); no
+    progress is yielded after a cancel, so the run never hands control back while its call still
+    holds the device.
+    """
+    state = CallState(cancel)
+
+    def run():
+        with in_call(state):
+            return call()
+
+    future = compute.submit(run)
+    started = time.perf_counter()
+    try:
+        while True:
+            try:
+                return future.result(timeout=None if cancel.cancelled else HEARTBEAT_SECONDS)
+            except TimeoutError:
+                pass
+            if not cancel.cancelled:
+                detail = f", {state.message}" if state.message else ""
+                message = f"{label}{detail}, {time.perf_counter() - started:.0f} s into this batch"
+                yield Progress(stage, finished + int(state.fraction * voxels), total, message)
+    except GeneratorExit:
+        # the consumer dropped the run: stop the call at its next checkpoint rather than finish it
+        state.abandoned = True
+        raise
 
 
 def reduce_blocks(

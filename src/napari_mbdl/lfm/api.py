@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_mbdl.engine import InputError, Operation, OutputExistsError, run_blocks, run_steps
+from napari_mbdl.engine import InputError, Operation, OutputExistsError, checkpoint, run_blocks, run_steps
 from napari_mbdl.lfm.calibration import LensletGrid, rectify
 from napari_mbdl.lfm.optics import LFOptics, LFPsf, default_cache_dir, load_or_compute_psf, psf_steps
 
@@ -134,11 +134,11 @@ def _make_reconstruct_fn(device: str, psf: LFPsf, method: str, n_iter: int, weig
             frames = rectify(frames, lenslets, psf.optics.pixels_per_lenslet)
         y = torch.as_tensor(frames, device=device)
         if method == "unfolded":
-            x = model.reconstruct(H, y)
+            x = model.reconstruct(H, y, callback=lambda k, _: checkpoint(k / model.n_layers))
         elif method == "rl":
-            x = richardson_lucy(H, y, n_iter)
+            x = richardson_lucy(H, y, n_iter, callback=lambda it, _: checkpoint(it / n_iter))
         else:
-            x = isra(H, y, n_iter)
+            x = isra(H, y, n_iter, callback=lambda it, _: checkpoint(it / n_iter))
         x = x.float().cpu().numpy()
         return x.reshape(*lead, *x.shape[1:])
 

@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from napari_mbdl.engine.progress import checkpoint
+
 
 def soft_threshold(values: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """Proximal map of ``threshold * |.|``: shrink towards zero by ``threshold``."""
@@ -291,8 +293,9 @@ class UnfoldedSeparator(nn.Module):
         batch, _, height, width = x.shape
         zeros = x.new_zeros(batch, self.n_atoms, height, width)
         ys, zs = [y1, y2], [zeros, zeros]
-        for layer in self.layers:
+        for k, layer in enumerate(self.layers):
             ys, zs = layer(x, [rgb1, rgb2], ys, zs)
+            checkpoint((k + 1) / len(self.layers))
         self._codes = zs  # kept for the sparsity loss of the current batch
         return self.synthesis(ys[0]), self.synthesis(ys[1])
 
