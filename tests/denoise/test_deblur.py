@@ -54,3 +54,24 @@ def test_pnp_deblurring_improves_psnr(camera):
     stack = np.stack([blurred, blurred]).astype(np.float32)
     two = db.deblur(stack, k, sigma=5.0, max_iter=3)
     assert two.shape == stack.shape and two.dtype == np.float32
+
+
+def test_progress_moves_and_cancel_acts_within_one_denoiser_pass(monkeypatch):
+    from napari_mbdl.engine import CancelToken, RunCancelled
+
+    monkeypatch.setattr("napari_mbdl.engine.run.HEARTBEAT_SECONDS", 0.002)
+    rng = np.random.default_rng(2)
+    img = db.blur(rng.random((96, 96)), db.gaussian_kernel(1.5)) + rng.normal(0, 0.02, (96, 96))
+    events = []
+    run_steps(db.deblur_steps(img, db.gaussian_kernel(1.5), sigma=5, max_iter=2), events.append)
+    per_iteration = db._UNITS
+    within = {e.done % per_iteration for e in events if e.done % per_iteration}
+    assert len(within) >= 3  # the bar moves between iterations, not only at their ends
+    done = [e.done for e in events]
+    assert done == sorted(done) and done[-1] == events[-1].total
+    cancel = CancelToken()
+    steps = db.deblur_steps(img, db.gaussian_kernel(1.5), sigma=5, max_iter=1, cancel=cancel)
+    with pytest.raises(RunCancelled):
+        for event in steps:
+            if "denoising" in event.message:
+                cancel.cancel()  # only one iteration: a cancel between iterations would come too late

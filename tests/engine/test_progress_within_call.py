@@ -1,5 +1,6 @@
 """Progress and Cancel inside one long call of a block function (a big tile on a CPU)."""
 
+import os
 import threading
 import time
 
@@ -122,3 +123,31 @@ def test_checkpoint_outside_a_call_does_nothing_and_cancel_is_per_thread():
         thread.join()
     assert seen == {"raised": False}
     checkpoint()  # the state is gone once the call ends
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to tell one thread from two")
+def test_the_compute_thread_keeps_torchs_thread_count():
+    """torch.set_num_threads(1) must hold in the engine's compute thread too (a fresh thread's
+    oneDNN convolutions would otherwise use every core): CPU time over wall time stays near 1."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    seen = {}
+
+    def make(device):
+        x, w = torch.randn(1, 32, 768, 768), torch.randn(32, 32, 3, 3)
+
+        def fn(block):
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(3):
+                torch.nn.functional.conv2d(x, w, padding=1)
+            seen["cores"] = (time.process_time() - cpu) / (time.perf_counter() - wall)
+            return block
+
+        return fn
+
+    try:
+        torch.set_num_threads(1)
+        run_steps(run_blocks(Operation(key="threads", make=make, uses_torch=True), np.ones((8, 8), np.float32)))
+    finally:
+        torch.set_num_threads(before)
+    assert seen["cores"] < 1.4

@@ -31,8 +31,10 @@ from napari_mbdl.denoise.api import (
     resolve_weights,
     to_output,
 )
-from napari_mbdl.engine import CancelToken, InputError, Progress, run_steps
+from napari_mbdl.engine import CancelToken, InputError, Progress, run_steps, while_computing
 from napari_mbdl.io.arrays import open_array
+
+_UNITS = 1000  # progress units per iteration, so the bar also moves within one denoiser pass
 
 
 # ------------------------------------------------------------------------------------ kernels
@@ -229,18 +231,27 @@ def deblur_steps(
             # after one or two steps; so the level may fall at most geometrically per iteration
             beta = max(min(_nenet_sigma(x[crop]), beta), beta * decay)
             plane_levels.append(beta)
-            with torch.inference_mode():
-                xt = torch.from_numpy(x.astype(np.float32))[None, None].to(dev)
-                z = net(xt, float(min(2.0 * beta, SIGMA_LIMIT))).double().cpu().numpy()[0, 0]
+
+            def denoise_iterate(x=x, beta=beta):
+                with torch.inference_mode():
+                    xt = torch.from_numpy(x.astype(np.float32))[None, None].to(dev)
+                    return net(xt, float(min(2.0 * beta, SIGMA_LIMIT))).double().cpu().numpy()[0, 0]
+
+            # one pass over a large plane can take a minute on a CPU: keep progress and Cancel alive
+            z = yield from while_computing(
+                denoise_iterate, cancel, stage="deblur", done=(p * int(max_iter) + it) * _UNITS, span=_UNITS,
+                total=total * _UNITS, label=f"plane {p + 1}/{n_planes}, iteration {it + 1}: denoising",
+            )
             it += 1
-            yield Progress("deblur", p * int(max_iter) + it, total,
+            yield Progress("deblur", (p * int(max_iter) + it) * _UNITS, total * _UNITS,
                            f"plane {p + 1}/{n_planes}, iteration {it}: noise estimate {beta:.2f}",
                            preview={"plane": p, "iteration": it, "image": z[crop]})
         iterations.append(it)
         levels.append(plane_levels)
         sigma0s.append(beta0)
         result[index] = to_output(z[crop] * (hi - lo) + lo, out_dtype)
-        yield Progress("deblur", (p + 1) * int(max_iter), total, f"plane {p + 1}/{n_planes} done ({it} iterations)")
+        yield Progress("deblur", (p + 1) * int(max_iter) * _UNITS, total * _UNITS,
+                       f"plane {p + 1}/{n_planes} done ({it} iterations)")
     return DeblurResult(result, iterations, levels, sigma0s, str(weights_path))
 
 

@@ -251,11 +251,13 @@ class LiftingStep(nn.Module):
 
     def forward(self, c, d, sigma):
         d = d - self.predictor(c, sigma)
+        checkpoint()  # a Cancel need not wait for the rest of a step on a large tile
         c = c + self.updater(d, sigma)
         return c, d
 
     def inverse(self, c, d, sigma):
         c = c - self.updater(d, sigma)
+        checkpoint()
         d = d + self.predictor(c, sigma)
         return c, d
 
@@ -329,6 +331,7 @@ class DetailLISTA(nn.Module):
     def forward(self, d, sigma):
         g = self.thresholds[0](self.analysis(d), sigma, inplace=True)
         for st in self.thresholds[1:]:
+            checkpoint()
             g = st(_add(self.analysis(d - self.synthesis(g)), g), sigma, inplace=True)
         return self.synthesis(g)
 

@@ -7,7 +7,14 @@ that progress moves and Cancel acts within one tile.
 """
 
 from napari_mbdl.engine.progress import CancelToken, Progress, checkpoint, progress_span, run_steps
-from napari_mbdl.engine.run import Operation, RunResult, forget_built_functions, reduce_blocks, run_blocks
+from napari_mbdl.engine.run import (
+    Operation,
+    RunResult,
+    forget_built_functions,
+    reduce_blocks,
+    run_blocks,
+    while_computing,
+)
 from napari_mbdl.errors import DeviceMemoryError, InputError, MBDLError, OutputExistsError, RunCancelled
 
 __all__ = [
@@ -26,4 +33,5 @@ __all__ = [
     "reduce_blocks",
     "run_blocks",
     "run_steps",
+    "while_computing",
 ]

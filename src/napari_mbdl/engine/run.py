@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import sys
 import tempfile
 import time
 from collections import deque
@@ -453,10 +454,10 @@ def _run_local(op, arrays, plan, store, todo, device_name, tile, min_tile, batch
             tiles = [t for index in group for t in split_into_tiles(index, tiled_shape, chunks, tile, halo)]
             group_voxels = sum(math.prod(t.shape) for t in tiles)
             try:
-                results = yield from _while_computing(
-                    compute,
+                results = yield from while_computing(
                     lambda: compute_tiles(fn, arrays, tiles, batch, op, plan["axes"], plan["check_finite"], reader),
-                    cancel, stage, finished, group_voxels, total, f"tile {tuple(tile)}",
+                    cancel, stage=stage, done=finished, span=group_voxels, total=total, label=f"tile {tuple(tile)}",
+                    pool=compute,
                 )
             except Exception as error:
                 if not devices.is_out_of_memory(error):
@@ -505,23 +506,42 @@ def _run_local(op, arrays, plan, store, todo, device_name, tile, min_tile, batch
     return backoffs
 
 
-def _while_computing(compute: ThreadPoolExecutor, call: Callable[[], Any], cancel: CancelToken, stage: str,
-                     finished: int, voxels: int, total: int, label: str) -> Generator[Progress, None, Any]:
-    """Run ``call()`` in the compute thread and return its result, yielding progress while it runs.
+def while_computing(call: Callable[[], Any], cancel: CancelToken, *, stage: str, done: int, span: int, total: int,
+                    label: str = "", pool: ThreadPoolExecutor | None = None) -> Generator[Progress, None, Any]:
+    """Run ``call()`` in a compute thread and return its result, yielding progress while it runs.
 
-    Every :data:`HEARTBEAT_SECONDS` a still-running call reports ``finished`` plus the fraction of
-    its ``voxels`` that the block function last gave to ``checkpoint``.  A cancel reaches the call
-    at its next checkpoint (a block function without checkpoints finishes its call first); no
-    progress is yielded after a cancel, so the run never hands control back while its call still
-    holds the device.
+    For steps generators with a long computation in one piece (the engine's calls of a block
+    function, one denoiser pass of the deblurring loop).  Every :data:`HEARTBEAT_SECONDS` a
+    still-running call reports ``done`` plus the part of ``span`` that it last gave to
+    :func:`~napari_mbdl.engine.progress.checkpoint`.  A cancel reaches the call at its next
+    checkpoint (a call without checkpoints finishes first); no progress is yielded after a cancel,
+    so the run never hands control back while its call still holds the device.
+
+    Parameters
+    ----------
+    call : callable
+        Runs in the compute thread; may call ``checkpoint`` (and ``progress_span``).
+    cancel : CancelToken
+    stage, done, span, total, label
+        The progress events: ``done`` before the call, ``span`` units for the whole call.
+    pool : ThreadPoolExecutor, optional
+        One-thread pool to reuse across calls (default: a new thread for this call).
     """
+    if pool is None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mbdl-compute") as own_pool:
+            return (yield from while_computing(call, cancel, stage=stage, done=done, span=span, total=total,
+                                               label=label, pool=own_pool))
     state = CallState(cancel)
 
     def run():
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            # a new thread starts with OpenMP's default thread count, not torch.set_num_threads's
+            torch.set_num_threads(torch.get_num_threads())
         with in_call(state):
             return call()
 
-    future = compute.submit(run)
+    future = pool.submit(run)
     started = time.perf_counter()
     try:
         while True:
@@ -530,9 +550,9 @@ def _while_computing(compute: ThreadPoolExecutor, call: Callable[[], Any], cance
             except TimeoutError:
                 pass
             if not cancel.cancelled:
-                detail = f", {state.message}" if state.message else ""
-                message = f"{label}{detail}, {time.perf_counter() - started:.0f} s into this batch"
-                yield Progress(stage, finished + int(state.fraction * voxels), total, message)
+                parts = [p for p in (label, state.message) if p]
+                message = ", ".join([*parts, f"{time.perf_counter() - started:.0f} s into this step"])
+                yield Progress(stage, done + int(state.fraction * span), total, message)
     except GeneratorExit:
         # the consumer dropped the run: stop the call at its next checkpoint rather than finish it
         state.abandoned = True
