@@ -1,6 +1,6 @@
 """How long the progress bar can freeze, and how long Cancel takes, on a large image on a CPU.
 
-    python benchmarks/bench_responsiveness.py [--size 2048] [--threads 1] [--cancel-after 20] [--quick]
+    python benchmarks/bench_responsiveness.py [--size 2048] [--threads 1] [--cancel-after 20] [--cancels 3] [--quick]
 
 The engine runs each call of a block function in a compute thread and reports progress every
 ``HEARTBEAT_SECONDS`` from what the block function last gave to ``checkpoint``; Cancel stops the
@@ -12,8 +12,9 @@ float image with the default tile plan:
   twice in the order off, on, on, off; the ratio of the two, and the ratio of the run times (the
   faster of each pair: the heartbeat's cost, ~1.0);
 * the time from Cancel to the run stopping, for the 8-view self-ensemble cancelled
-  ``--cancel-after`` seconds in, next to how long its first call (batch of tiles) would take: the
-  time a Cancel checked only between tiles could have to wait.
+  ``--cancel-after`` seconds in (and ``--cancels`` - 1 more runs, each 3.7 s later), next to how
+  long its first call (batch of tiles) would take: the time a Cancel checked only between tiles
+  could have to wait.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--cancel-after", type=float, default=20.0)
+    parser.add_argument("--cancels", type=int, default=3, help="how many cancelled runs (at different moments)")
     parser.add_argument("--quick", action="store_true", help="1024 x 1024, cancel after 5 s")
     args = parser.parse_args(argv)
     if args.quick:
@@ -110,15 +112,18 @@ def main(argv=None) -> None:
               f"{r[0]['events']:3d} progress events, longest gap {max(x['longest_gap'] for x in r):6.1f} s")
     print(f"longest gap, on / off: {on['longest_gap'] / off['longest_gap']:.3f}; "
           f"run time (faster of two), on / off: {on['seconds'] / off['seconds']:.3f}")
-    ensemble = _timed_run(image, shipped, self_ensemble=True, cancel_after=args.cancel_after)
     # the ensemble's first call is 8 single-pass views of the same tiles
     first_call = 8 * on["first_call"] if on["first_call"] else float("nan")
-    if ensemble["cancel_latency"] is None:
-        print("self-ensemble: finished before the cancel (use a larger --size)")
+    # Cancel at a few moments that fall at different points of a lifting step
+    moments = [args.cancel_after + 3.7 * k for k in range(args.cancels)]
+    latencies = [_timed_run(image, shipped, self_ensemble=True, cancel_after=m)["cancel_latency"] for m in moments]
+    if any(x is None for x in latencies):
+        print("self-ensemble: finished before a cancel (use a larger --size)")
     else:
-        print(f"self-ensemble cancelled after {args.cancel_after:g} s: stopped {ensemble['cancel_latency']:.2f} s "
-              f"after Cancel; its first call would take ~{first_call:.0f} s (8 x the single pass's first call); "
-              f"ratio {ensemble['cancel_latency'] / first_call:.4f}")
+        print(f"self-ensemble cancelled after {', '.join(f'{m:.1f}' for m in moments)} s: stopped "
+              f"{', '.join(f'{x:.2f}' for x in latencies)} s after Cancel (longest {max(latencies):.2f} s); "
+              f"its first call would take ~{first_call:.0f} s (8 x the single pass's first call): "
+              f"longest / first call {max(latencies) / first_call:.4f}")
 
 
 if __name__ == "__main__":
