@@ -19,6 +19,7 @@ import hashlib
 import numpy as np
 
 from napari_mbdl.engine.errors import InputError
+from napari_mbdl.engine.progress import checkpoint
 
 
 def design_matrix(operator, footprints: np.ndarray, background: bool = True):
@@ -101,6 +102,7 @@ def solve_nnls_batch(gram, rhs, n_constrained: int, n_iter: int = 200, tol: floa
     z = c.clone()
     t = 1.0
     for _ in range(n_iter):
+        checkpoint()
         c_next = project(z - step * (z @ gram - rhs))
         t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         z = c_next + ((t - 1.0) / t_next) * (c_next - c)
@@ -224,9 +226,10 @@ def make_rl_average_fn(device: str, operator_factory, footprints: np.ndarray, n_
             (y.reshape(b, -1).sum(1) / normaliser.sum())[:, None, None, None], (b, *operator.volume_shape)
         ).astype(np.float32)
         with torch.no_grad():
-            for _ in range(n_iter):
+            for k in range(n_iter):
                 ratio = y / np.maximum(operator.forward(x), 1e-6)
                 x = x * operator.adjoint(ratio) / normaliser
+                checkpoint((k + 1) / n_iter)
         return (x.reshape(b, -1) @ weights.T).astype(np.float32).reshape(*lead, -1)
 
     return fn

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_mbdl.engine.progress import checkpoint
+
 METHODS = ("fri", "linear")
 
 
@@ -187,6 +189,7 @@ def _nnls_fista(correlation, gram, step, start, allowed, iterations, tolerance=1
     step = np.float32(step)
     t = 1.0
     for iteration in range(iterations):
+        checkpoint()  # Cancel within a large block of pixels
         np.matmul(z, gram, out=gradient)
         gradient -= correlation
         gradient *= step
