@@ -14,8 +14,10 @@ All figures are measured in this one run:
   32.84/30.48/27.32.
 * Speed: CPU seconds per megapixel of each network and of a DnCNN-17 with random weights on the
   same 256x256 and 512x512 images, and of WINNet through ``napari_mbdl.denoise()``, interleaved
-  repeats, median; the ratio to DnCNN-17.  With a CUDA GPU:
-  megapixels per second with batched tiles, float32 and bfloat16 autocast, and the PSNR change.
+  repeats, median; the ratio to DnCNN-17.  WINNet with ``precision="bfloat16"`` (convolutions in
+  bfloat16, torch autocast) in the same loop, and in the PSNR table its change against float32.
+  With a CUDA GPU: megapixels per second with batched tiles, float32 and bfloat16 autocast, and
+  the PSNR change.
 * Invertibility error ||F^-1(F(x)) - x|| / ||x|| of the shipped networks, parameter counts.
 """
 
@@ -71,7 +73,7 @@ def _psnr_table(images, sigmas, quick):
         for family in ("winnet", "linn"):
             net, stem = nets[f"{family}_{s}"]
             blind = nets[f"{family}_blind"]
-            scores, scores_auto, estimates, scores_ensemble = [], [], [], []
+            scores, scores_auto, estimates, scores_ensemble, scores_bf16 = [], [], [], [], []
             seconds_single = seconds_ensemble = 0.0
             with torch.inference_mode():
                 for c, n in zip(images, noisy):
@@ -79,6 +81,8 @@ def _psnr_table(images, sigmas, quick):
                     start = time.perf_counter()
                     scores.append(psnr(c, net(x, float(s))[0, 0].numpy()))
                     seconds_single += time.perf_counter() - start
+                    with api.network_precision("cpu", "bfloat16"):
+                        scores_bf16.append(psnr(c, net(x, float(s))[0, 0].float().numpy()))
                     if not quick:
                         est = api.estimate_sigma_unit([n.astype(np.float64)])
                         estimates.append(est)
@@ -93,6 +97,8 @@ def _psnr_table(images, sigmas, quick):
                 record(f"{label} self-ensemble time / single pass", s, seconds_ensemble / seconds_single)
             kind = "dedicated" if "blind" not in stem else "blind, true sigma"
             record(f"{label} (shipped model for sigma)", s, float(np.mean(scores)))
+            record(f"{label} bfloat16 autocast", s, float(np.mean(scores_bf16)))
+            record(f"{label} bfloat16 - float32 (dB)", s, float(np.mean(scores_bf16) - np.mean(scores)))
             record(f"{label} [{s}: {stem}, {kind}]", s, float(np.mean(scores)))
             if not quick:
                 record(f"{label} blind + NENet sigma", s, float(np.mean(scores_auto)))
@@ -120,6 +126,7 @@ def _psnr_table(images, sigmas, quick):
 
 
 API = "denoise()"
+API_BF16 = "denoise(precision='bfloat16')"
 
 
 def _time(fn, repeats):
@@ -144,9 +151,16 @@ def _speed(image, repeats):
     x = torch.from_numpy(image)[None, None]
     mp = image.size / 1e6
     runs = {"DnCNN-17": lambda: dncnn(x), **{k.upper(): (lambda n=n: n(x, 25.0)) for k, n in nets.items()}}
+
+    def winnet_bf16():
+        with api.network_precision("cpu", "bfloat16"):
+            return nets["winnet"](x, 25.0)
+
+    runs["WINNET bf16"] = winnet_bf16
     # the whole public API on the same image (engine tiling, dtype handling, halo), interleaved
     # with the others so that the machine's load moves its ratio no more than theirs
     runs[API] = lambda: api.denoise(image, sigma=25)
+    runs[API_BF16] = lambda: api.denoise(image, sigma=25, precision="bfloat16")
     samples = {k: [] for k in runs}
     with torch.inference_mode():
         for fn in runs.values():
@@ -155,7 +169,7 @@ def _speed(image, repeats):
             for name, fn in runs.items():
                 samples[name] += _time(fn, 1)
     per_mp = {k: statistics.median(v) / mp for k, v in samples.items()}
-    return per_mp, per_mp.pop(API)
+    return per_mp, {k: per_mp.pop(k) for k in (API, API_BF16)}
 
 
 def _gpu(images, sigma=25):
@@ -182,7 +196,7 @@ def _gpu(images, sigma=25):
                 fn()
             torch.cuda.synchronize()
         out[name] = 5 * tiles.numel() / 1e6 / (time.perf_counter() - t)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.inference_mode(), api.network_precision("cuda", "bfloat16"):
         net(tiles, 25.0)
         torch.cuda.synchronize()
         t = time.perf_counter()
@@ -196,7 +210,7 @@ def _gpu(images, sigma=25):
         for c, n in zip(images, noisy):
             x = torch.from_numpy(n)[None, None].to(dev)
             p32.append(psnr(c, net(x, 25.0).float().cpu().numpy()[0, 0]))
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with api.network_precision("cuda", "bfloat16"):
                 p16.append(psnr(c, net(x, 25.0).float().cpu().numpy()[0, 0]))
     out["bf16 PSNR change (dB)"] = float(np.mean(p16) - np.mean(p32))
     return out
@@ -246,9 +260,13 @@ def main(argv=None) -> int:
         print(f"\nCPU speed, {shape[0]}x{shape[1]} Set12 image, {args.threads} thread(s), median of "
               f"{args.repeats} interleaved runs")
         for name, value in per_mp.items():
-            print(f"  {name:10s} {value:8.2f} s/MP   ratio to DnCNN-17: {value / per_mp['DnCNN-17']:.2f}")
-        print(f"  WINNet through napari_mbdl.denoise() (engine, halo tiling): {api_per_mp:.2f} s/MP "
-              f"(ratio {api_per_mp / per_mp['DnCNN-17']:.2f})")
+            print(f"  {name:12s} {value:8.2f} s/MP   ratio to DnCNN-17: {value / per_mp['DnCNN-17']:.2f}")
+        print(f"  WINNet through napari_mbdl.{API} (engine, halo tiling): {api_per_mp[API]:.2f} s/MP "
+              f"(ratio {api_per_mp[API] / per_mp['DnCNN-17']:.2f})")
+        print(f"  WINNet through napari_mbdl.{API_BF16}: {api_per_mp[API_BF16]:.2f} s/MP "
+              f"(ratio {api_per_mp[API_BF16] / per_mp['DnCNN-17']:.2f}; time / float32 "
+              f"{api_per_mp[API_BF16] / api_per_mp[API]:.2f}; bare network bf16 / float32 "
+              f"{per_mp['WINNET bf16'] / per_mp['WINNET']:.2f})")
 
     print("\nInvertibility ||F^-1(F(x)) - x|| / ||x|| (float32, a Set12 image) and parameters")
     x = torch.from_numpy(images[0])[None, None]

@@ -6,7 +6,7 @@ import pytest
 import napari_mbdl
 from napari_mbdl.denoise import api
 from napari_mbdl.denoise.train import psnr
-from napari_mbdl.engine import CancelToken, InputError, RunCancelled, run_steps
+from napari_mbdl.engine import CancelToken, InputError, OutputExistsError, RunCancelled, run_steps
 
 
 def test_tiled_equals_whole_and_any_leading_axes(random_weights):
@@ -205,3 +205,23 @@ def test_progress_moves_and_cancel_acts_within_one_tile(random_weights, monkeypa
         for event in steps:
             if event.stage == "denoise" and 0 < event.done < img.size:
                 cancel.cancel()
+
+
+def test_bfloat16_precision_is_close_recorded_and_kept_apart(camera, tmp_path):
+    clean, noisy = camera
+    full = api.denoise(noisy, model="winnet", sigma=25)
+    half = run_steps(api.denoise_steps(noisy, model="winnet", sigma=25, precision="bfloat16",
+                                       out=tmp_path / "bf16.zarr"))
+    assert half.precision == "bfloat16"
+    lower = np.asarray(half.array)
+    assert not np.array_equal(lower, full)  # the convolutions did run in bfloat16
+    assert abs(psnr(clean / 255.0, lower) - psnr(clean / 255.0, full)) < 0.05
+    import zarr
+
+    assert zarr.open_group(str(tmp_path / "bf16.zarr"), mode="r").attrs["napari_mbdl"]["denoise"]["precision"] == \
+        "bfloat16"
+    # a float32 run never resumes (or silently replaces) a bfloat16 result
+    with pytest.raises(OutputExistsError):
+        run_steps(api.denoise_steps(noisy, model="winnet", sigma=25, out=tmp_path / "bf16.zarr"))
+    with pytest.raises(InputError, match="precision"):
+        api.denoise(noisy, sigma=25, precision="float16")

@@ -23,6 +23,10 @@ def test_cli_denoise_to_zarr_and_tiff(tmp_path, random_weights, capsys):
                  "--weights", str(random_weights["linn"]), "--self-ensemble", "-q"])
     assert code == 0 and "self-ensemble of 8 views" in capsys.readouterr().out
     assert not np.array_equal(tifffile.imread(tmp_path / "ens.tif"), tifffile.imread(tmp_path / "out.tif"))
+    code = main(["denoise", str(tmp_path / "in.tif"), str(tmp_path / "bf16.tif"), "--sigma", "25",
+                 "--weights", str(random_weights["linn"]), "--precision", "bfloat16", "-q"])
+    assert code == 0 and "bfloat16" in capsys.readouterr().out
+    assert tifffile.imread(tmp_path / "bf16.tif").shape == stack.shape
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, random_weights, capsys):

@@ -62,6 +62,26 @@ def test_denoise_widget_self_ensemble(make_napari_viewer_proxy, qtbot, random_we
     assert np.allclose(np.asarray(out.data), expected, atol=1e-6)
 
 
+def test_denoise_widget_bfloat16(make_napari_viewer_proxy, qtbot, random_weights):
+    from napari_mbdl.denoise.api import denoise
+
+    viewer = make_napari_viewer_proxy()
+    img = np.random.default_rng(3).random((40, 48)).astype(np.float32)
+    viewer.add_image(img, name="img")
+    widget = DenoiseWidget(viewer)
+    widget.image.value = viewer.layers["img"]
+    widget.auto_sigma.value = False
+    widget.sigma.value = 20
+    widget.weights.value = str(random_weights["winnet"])
+    widget.precision.value = "bfloat16"
+    widget.run(sync=True)
+    assert widget.last_error is None
+    out = viewer.layers[-1]
+    assert out.name.endswith(", bfloat16)")
+    expected = denoise(img, sigma=20, weights=random_weights["winnet"], precision="bfloat16")
+    assert np.array_equal(np.asarray(out.data), expected)
+
+
 def test_denoise_widget_reports_bad_input(make_napari_viewer_proxy, qtbot):
     viewer = make_napari_viewer_proxy()
     widget = DenoiseWidget(viewer)

@@ -62,6 +62,8 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         self.read_noise = FloatSpinBox(label="read noise", value=0.0, min=0.0, max=1e6, step=0.1)
         self.ensemble = CheckBox(text="self-ensemble of 8 flips/rotations (~0.1 dB better, 8x slower)",
                                  value=False)
+        self.precision = ComboBox(label="precision", value="float32", choices=[
+            ("float32", "float32"), ("bfloat16 (faster on GPUs and recent CPUs, within 0.02 dB)", "bfloat16")])
         self.bands = CheckBox(text="add detail bands before/after thresholding (current plane)", value=False)
         self.weights = FileEdit(label="weights file (optional)", mode="r", filter="*.safetensors")
         self.device = ComboBox(label="device", choices=["auto", "cpu", "cuda", "mps"], value="auto")
@@ -70,7 +72,8 @@ class DenoiseWidget(JobWidget, _LayerPickers):
         self.estimate.enabled = False
         self.last_sigma = ""
         self.form.extend([self.image, self.model, self.noise, self.auto_sigma, self.sigma, self.gain,
-                          self.read_noise, self.ensemble, self.bands, self.weights, self.device, self.output,
+                          self.read_noise, self.ensemble, self.precision, self.bands, self.weights, self.device,
+                          self.output,
                           self.estimate])
         self.noise.changed.connect(self._update_visibility)
         self.auto_sigma.changed.connect(self._update_visibility)
@@ -98,7 +101,7 @@ class DenoiseWidget(JobWidget, _LayerPickers):
             model=self.model.value, sigma=sigma, noise=self.noise.value, gain=gain,
             read_noise=float(self.read_noise.value) if gain else None,
             weights=_optional_path(self.weights, (".safetensors",)), self_ensemble=bool(self.ensemble.value),
-            device=self.device.value,
+            precision=self.precision.value, device=self.device.value,
             # a large result streams to a cache zarr and is shown lazily, never held in RAM
             out=_optional_path(self.output, (".zarr",)) or result_store(f"{layer.name} denoised", 4.0 * data.size),
             overwrite=False, cancel=cancel,
@@ -113,6 +116,7 @@ class DenoiseWidget(JobWidget, _LayerPickers):
             self.last_sigma = f"{result.sigma:.2f}" + (" (estimated)" if result.sigma_estimated else "")
             how = "auto " if result.sigma_estimated else ""
             views = ", 8-view ensemble" if result.self_ensemble else ""
+            views += "" if result.precision == "float32" else f", {result.precision}"
             layers = [(result.array, {**meta, "name": f"{name} denoised ({Path(result.weights).stem}, "
                                                       f"{how}sigma {result.sigma:.1f}{views})"}, "image")]
             if want_bands:

@@ -163,9 +163,34 @@ def _data_range(array, data_range) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------ block function
+PRECISIONS = ("float32", "bfloat16")
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    return precision
+
+
+def network_precision(device: str, precision: str):
+    """The context the networks run in: nothing for float32, else torch autocast on ``device``.
+
+    With bfloat16 the convolutions run in bfloat16 and everything else (thresholds, lifting
+    additions) in float32: within 0.02 dB of float32 on Set12 (docs/denoise.md), and faster on GPUs
+    and on CPUs with bfloat16 units (AMX, AVX512-BF16), slower on CPUs without them.
+    """
+    import contextlib
+
+    import torch
+
+    if _check_precision(precision) == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
 def _make_denoise_fn(device: str, weights: str, sigma: float, lo: float, hi: float, out_dtype: str,
                      noise: PoissonGaussian | None = None, planes_per_batch: int = 8,
-                     ensemble: bool = False):
+                     ensemble: bool = False, precision: str = "float32"):
     """Build ``fn(block)`` for the engine: scale, (GAT), network or its self-ensemble, (inverse GAT), cast."""
     import torch
 
@@ -190,7 +215,7 @@ def _make_denoise_fn(device: str, weights: str, sigma: float, lo: float, hi: flo
                 part = (gat_forward(part, noise) - g_lo) / (g_hi - g_lo)
             else:
                 part = (part - lo) / (hi - lo)
-            with torch.inference_mode():
+            with torch.inference_mode(), network_precision(device, precision):
                 x = torch.from_numpy(part.astype(np.float32)).to(device)
                 with progress_span(start / n_planes, stop / n_planes):
                     y = (self_ensemble(net, x, sigma) if ensemble else net(x, sigma)).double().cpu().numpy()
@@ -217,6 +242,7 @@ class DenoiseResult:
     path: Path | None = None
     run: Any = None
     self_ensemble: bool = False
+    precision: str = "float32"
     extra: dict = field(default_factory=dict)
 
 
@@ -231,6 +257,7 @@ def denoise_steps(
     offset: float = 0.0,
     weights: str | Path | None = None,
     self_ensemble: bool = False,
+    precision: str = "float32",
     data_range: tuple[float, float] | None = None,
     axes: str | None = None,
     device: str = "auto",
@@ -263,6 +290,11 @@ def denoise_steps(
     self_ensemble : bool
         Average the network over the 8 flips and 90-degree rotations of each tile: about 0.1 dB
         higher PSNR for 8 times the time (see docs/denoise.md).
+    precision : {"float32", "bfloat16"}
+        "bfloat16" runs the convolutions in bfloat16 (torch autocast): within 0.02 dB of float32
+        on Set12, about 1.6 times as fast on this project's CPU (it has bfloat16 units) and on
+        GPUs; slower on CPUs without bfloat16 units.  The result is then not bit-reproducible
+        across machines.
     data_range : (low, high), optional
         Intensities that map to 0 and 255 for ``sigma``.
     device, out, overwrite, scheduler, memory_budget, tile, cancel
@@ -275,6 +307,7 @@ def denoise_steps(
         ``.array`` (numpy, or lazy dask when ``out`` is a path), ``.sigma`` used, ``.weights``.
     """
     yield Progress("denoise", 0, 1, "checking input")
+    _check_precision(precision)
     array = open_array(image)
     _check_image(array)
     lo, hi = _data_range(array, data_range)
@@ -331,12 +364,13 @@ def denoise_steps(
         f"denoise/{weights_path.name}/sigma{sigma_value:.4f}/range{lo:g},{hi:g}/"
         + (f"pg{params.gain:.6g},{params.read_noise:.6g},{params.offset:.6g}" if params else "gaussian")
         + ("/ensemble8" if self_ensemble else "")
+        + ("" if precision == "float32" else f"/{precision}")
     )
     op = Operation(
         key=key,
         make=functools.partial(
             _make_denoise_fn, weights=str(weights_path), sigma=float(sigma_value), lo=lo, hi=hi,
-            out_dtype=out_dtype.str, noise=params, ensemble=bool(self_ensemble),
+            out_dtype=out_dtype.str, noise=params, ensemble=bool(self_ensemble), precision=precision,
         ),
         halo=(0,) * (n - 2) + (radius, radius),
         out_dtype=out_dtype.str,
@@ -345,17 +379,18 @@ def denoise_steps(
         min_tile=(1,) * (n - 2) + (min(array.shape[-2], 2 * radius), min(array.shape[-1], 2 * radius)),
     )
     message = (f"sigma {sigma_value:.2f}" + (" (estimated)" if estimated else "") + f", {weights_path.stem}"
-               + (", self-ensemble of 8 views" if self_ensemble else ""))
+               + (", self-ensemble of 8 views" if self_ensemble else "")
+               + ("" if precision == "float32" else f", {precision}"))
     yield Progress("denoise", 0, 1, message)
     run = yield from run_blocks(
         op, array, n_tiled=n, axes=axes, out=out, overwrite=overwrite, device=device, scheduler=scheduler,
         memory_budget=memory_budget, tile=tile, cancel=cancel, stage="denoise",
         attrs={"denoise": {"weights": weights_path.name, "sigma": sigma_value, "noise": noise,
-                           "self_ensemble": bool(self_ensemble)}},
+                           "self_ensemble": bool(self_ensemble), "precision": precision}},
     )
     return DenoiseResult(
         array=run.array, sigma=sigma_value, sigma_estimated=estimated, weights=str(weights_path), noise=noise,
-        poisson_gaussian=params, path=run.path, run=run, self_ensemble=bool(self_ensemble),
+        poisson_gaussian=params, path=run.path, run=run, self_ensemble=bool(self_ensemble), precision=precision,
     )
 
 

@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--weights", default=None, help="a weights file (.safetensors) instead of the shipped one")
     p.add_argument("--self-ensemble", action="store_true",
                    help="average over the 8 flips/rotations of each tile: ~0.1 dB better, 8x slower")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                   help="bfloat16: convolutions in bfloat16, within 0.02 dB; faster on GPUs and CPUs with bfloat16 units")
     p.add_argument("--data-range", default=None, help="intensities meaning 0 and 255, e.g. 0,4095")
     p.add_argument("--axes", default=None, help="axis letters of the input, e.g. tzyx")
     add_common_arguments(p)
@@ -84,13 +86,14 @@ def _denoise(args) -> int:
     steps = denoise_steps(
         args.input, model=args.model, sigma=_sigma(args.sigma), noise=args.noise, gain=args.gain,
         read_noise=args.read_noise, offset=args.offset, weights=args.weights,
-        self_ensemble=args.self_ensemble, data_range=_range(args.data_range),
+        self_ensemble=args.self_ensemble, precision=args.precision, data_range=_range(args.data_range),
         axes=args.axes, device=args.device, out=args.output, overwrite=args.overwrite, scheduler=args.scheduler,
         memory_budget=args.memory_budget,
     )
     result = run_steps_with_bar(steps, args.quiet)
     how = "estimated" if result.sigma_estimated else "given"
     views = ", self-ensemble of 8 views" if result.self_ensemble else ""
+    views += "" if result.precision == "float32" else f", {result.precision}"
     print(f"wrote {result.path} (sigma {result.sigma:.2f} {how}, weights {Path(result.weights).name}{views})")
     return 0
 
