@@ -42,7 +42,12 @@ def test_denoise_widget_stack_with_weights_file(make_napari_viewer_proxy, qtbot,
     assert out.data.shape == stack.shape and out.data.dtype == np.uint16
 
 
-def test_denoise_widget_self_ensemble(make_napari_viewer_proxy, qtbot, random_weights):
+@pytest.mark.parametrize("option,value,kwargs,name_part", [
+    ("ensemble", True, {"self_ensemble": True}, ", 8-view ensemble"),
+    ("precision", "bfloat16", {"precision": "bfloat16"}, ", bfloat16"),
+])
+def test_denoise_widget_options_reach_the_result(make_napari_viewer_proxy, qtbot, random_weights, option, value,
+                                                 kwargs, name_part):
     from napari_mbdl.denoise.api import denoise
 
     viewer = make_napari_viewer_proxy()
@@ -53,33 +58,14 @@ def test_denoise_widget_self_ensemble(make_napari_viewer_proxy, qtbot, random_we
     widget.auto_sigma.value = False
     widget.sigma.value = 20
     widget.weights.value = str(random_weights["winnet"])
-    widget.ensemble.value = True
+    getattr(widget, option).value = value
     widget.run(sync=True)
     assert widget.last_error is None
     out = viewer.layers[-1]
-    assert "8-view ensemble" in out.name
-    expected = denoise(img, sigma=20, weights=random_weights["winnet"], self_ensemble=True)
+    assert name_part in out.name
+    expected = denoise(img, sigma=20, weights=random_weights["winnet"], **kwargs)
     assert np.allclose(np.asarray(out.data), expected, atol=1e-6)
-
-
-def test_denoise_widget_bfloat16(make_napari_viewer_proxy, qtbot, random_weights):
-    from napari_mbdl.denoise.api import denoise
-
-    viewer = make_napari_viewer_proxy()
-    img = np.random.default_rng(3).random((40, 48)).astype(np.float32)
-    viewer.add_image(img, name="img")
-    widget = DenoiseWidget(viewer)
-    widget.image.value = viewer.layers["img"]
-    widget.auto_sigma.value = False
-    widget.sigma.value = 20
-    widget.weights.value = str(random_weights["winnet"])
-    widget.precision.value = "bfloat16"
-    widget.run(sync=True)
-    assert widget.last_error is None
-    out = viewer.layers[-1]
-    assert out.name.endswith(", bfloat16)")
-    expected = denoise(img, sigma=20, weights=random_weights["winnet"], precision="bfloat16")
-    assert np.array_equal(np.asarray(out.data), expected)
+    assert not np.allclose(np.asarray(out.data), denoise(img, sigma=20, weights=random_weights["winnet"]), atol=1e-6)
 
 
 def test_denoise_widget_reports_bad_input(make_napari_viewer_proxy, qtbot):
