@@ -15,6 +15,7 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -176,11 +177,10 @@ def network_precision(device: str, precision: str):
     """The context the networks run in: nothing for float32, else torch autocast on ``device``.
 
     With bfloat16 the convolutions run in bfloat16 and everything else (thresholds, lifting
-    additions) in float32: within 0.02 dB of float32 on Set12 (docs/denoise.md), and faster on GPUs
-    and on CPUs with bfloat16 units (AMX, AVX512-BF16), slower on CPUs without them.
+    additions) in float32: within 0.02 dB of float32 on Set12 (docs/denoise.md).  Faster on CPUs
+    with bfloat16 units (AMX, AVX512-BF16; measured); on GPUs and on CPUs without such units the
+    speed is not measured here.
     """
-    import contextlib
-
     import torch
 
     if _check_precision(precision) == "float32":
@@ -292,8 +292,9 @@ def denoise_steps(
         higher PSNR for 8 times the time (see docs/denoise.md).
     precision : {"float32", "bfloat16"}
         "bfloat16" runs the convolutions in bfloat16 (torch autocast): within 0.02 dB of float32
-        on Set12, about 1.6 times as fast on this project's CPU (it has bfloat16 units) and on
-        GPUs; slower on CPUs without bfloat16 units.  The result is then not bit-reproducible
+        on Set12; 0.52-0.74 of the float32 time on this project's CPU, which has bfloat16 units
+        (docs/denoise.md).  Speed on GPUs and on CPUs without bfloat16 units is not measured (an
+        older CPU emulates bfloat16 and may be slower).  The result is then not bit-reproducible
         across machines.
     data_range : (low, high), optional
         Intensities that map to 0 and 255 for ``sigma``.

@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     p.add_argument("--self-ensemble", action="store_true",
                    help="average over the 8 flips/rotations of each tile: ~0.1 dB better, 8x slower")
     p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="bfloat16: convolutions in bfloat16, within 0.02 dB; faster on GPUs and CPUs with bfloat16 units")
+                   help="bfloat16: convolutions in bfloat16, within 0.02 dB; faster on CPUs with bfloat16 units")
     p.add_argument("--data-range", default=None, help="intensities meaning 0 and 255, e.g. 0,4095")
     p.add_argument("--axes", default=None, help="axis letters of the input, e.g. tzyx")
     add_common_arguments(p)
