@@ -169,3 +169,49 @@ def test_optional_path_fields_start_empty(make_napari_viewer_proxy, qtbot):
         assert optional_path(field) is None
     denoise.output.value = "result.zarr"
     assert optional_path(denoise.output).endswith("result.zarr")
+
+
+class OneLongCallWidget(JobWidget):
+    """A run that is a single long call of its block function (one big tile on a CPU)."""
+
+    title = "One long call (test)"
+    steps_total = 2000
+
+    def __init__(self, viewer):
+        super().__init__(viewer)
+        self.steps_done = 0
+
+    def build_steps(self, cancel):
+        from napari_mbdl.engine import checkpoint
+
+        def make(device):
+            def fn(block):
+                for i in range(self.steps_total):
+                    time.sleep(0.002)
+                    self.steps_done += 1
+                    checkpoint((i + 1) / self.steps_total)
+                return block
+
+            return fn
+
+        def steps():
+            result = yield from run_blocks(Operation(key="one-long-call", make=make), np.ones((32, 32), np.float32),
+                                           tile=(32, 32), cancel=cancel)
+            return [(result.array, {"name": "long call result"}, "image")]
+
+        return steps()
+
+
+def test_threaded_run_shows_progress_and_cancels_within_one_call(make_napari_viewer_proxy, qtbot, monkeypatch):
+    monkeypatch.setattr("napari_mbdl.engine.run.HEARTBEAT_SECONDS", 0.01)
+    viewer = make_napari_viewer_proxy()
+    widget = OneLongCallWidget(viewer)
+    qtbot.addWidget(widget)
+    widget.run()
+    # the bar moves while the only call is still running: napari's event loop is not blocked
+    qtbot.waitUntil(lambda: 0 < widget.progress_bar.value() < 1000, timeout=20000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20000)
+    assert widget.steps_done < widget.steps_total
+    assert widget.status.text().startswith("Cancelled.") and widget.run_button.isEnabled()
+    assert "long call result" not in viewer.layers
